@@ -1,0 +1,38 @@
+# Every target creates or reuses .venv itself, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast test-slow lint bench demo clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,gateway]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m examples.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+# The default profile is fast; test-slow runs the long hypothesis profile once, bounded.
+test: lint
+	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m slow --hypothesis-profile=slow
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow --hypothesis-profile=slow
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Backing stores: the protocol and its implementations."""

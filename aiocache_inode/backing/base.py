@@ -1,0 +1,55 @@
+"""The backing-store protocol the inode relies on (the seed's ``CachedFileObject``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..attrs import AttrMask, Attrs
+
+__all__ = ["BackingFile"]
+
+
+@runtime_checkable
+class BackingFile(Protocol):
+    """What a caching inode needs from the store behind it.
+
+    Offsets are positional: implementations never rely on a shared file position. A read may
+    return fewer bytes than asked (0 with no error means end of file); a write may be short (0
+    with no error is treated as a failure by the inode, never retried forever). Failures raise
+    ``OSError`` (or any exception); the inode wraps them in ``BackingError``.
+    """
+
+    async def get_attributes(self) -> Attrs:
+        """The file's current attributes (size, mode, owner, times, links)."""
+        ...
+
+    async def read_into(self, offset: int, buffers: Sequence[memoryview]) -> int:
+        """Fill ``buffers`` in order from ``offset``; return the byte count (may be short)."""
+        ...
+
+    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
+        """Write ``buffers`` in order at ``offset``; return the byte count (may be short)."""
+        ...
+
+    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
+        """Apply the fields of ``attrs`` named by ``mask``.
+
+        ``force_timestamps`` asks that atime/mtime be set even where the store would otherwise
+        maintain them itself.
+        """
+        ...
+
+    async def allocate(self, offset: int, length: int) -> None:
+        """Reserve storage for ``[offset, offset+length)``, growing the file if needed."""
+        ...
+
+    async def sync(self) -> None:
+        """Make everything written so far durable."""
+        ...
+
+    def fd(self) -> int:
+        """A host file descriptor for the data, or -1 when there is none."""
+        ...

@@ -1,0 +1,160 @@
+"""Memory-pressure sources and the background evictor.
+
+The evictor wakes when usage crosses the high watermark of the budget or when a pressure source
+reports that the machine (cgroup v2) or the kernel (PSI) is short of memory, and evicts in policy
+order (see ``policies.py``) down to a target. Dirty chunks are written back before they are
+dropped; a failed write-back keeps them; mapped (pinned) pages are never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, final
+
+import anyio
+
+from .errors import CacheError
+
+if TYPE_CHECKING:
+    from .store import CacheStore
+
+__all__ = ["BudgetPressure", "CgroupPressure", "PressureSource", "PsiPressure", "run_evictor"]
+
+log = logging.getLogger(__name__)
+
+
+class PressureSource(Protocol):
+    """Something that can ask the cache to shrink."""
+
+    def target(self, usage: int, limit: int) -> int | None:
+        """The usage to shrink to now, or None when there is no pressure. Cheap, synchronous."""
+        ...
+
+
+@final
+class BudgetPressure:
+    """The budget itself: above ``high`` x limit, shrink to ``low`` x limit."""
+
+    __slots__ = ("high", "low")
+
+    def __init__(self, high: float = 0.95, low: float = 0.85) -> None:
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"need 0 < low <= high <= 1, got low={low} high={high}")
+        self.high = high
+        self.low = low
+
+    def target(self, usage: int, limit: int) -> int | None:
+        """Shrink to the low watermark once usage passes the high one."""
+        if usage > self.high * limit:
+            return int(self.low * limit)
+        return None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text or text == "max":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+@final
+class CgroupPressure:
+    """cgroup v2: ``memory.current`` against ``memory.high`` (or ``memory.max``).
+
+    When the group uses more than ``high`` of its limit, shrink the cache by the excess over
+    ``low`` of the limit (never below zero). Reads two small files; no pressure when the group
+    has no limit or the files are missing.
+    """
+
+    __slots__ = ("_dir", "high", "low")
+
+    def __init__(self, cgroup_dir: str | Path = "/sys/fs/cgroup", high: float = 0.9, low: float = 0.8):
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"need 0 < low <= high <= 1, got low={low} high={high}")
+        self._dir = Path(cgroup_dir)
+        self.high = high
+        self.low = low
+
+    def target(self, usage: int, limit: int) -> int | None:
+        """The cache usage that brings the group back to ``low`` of its limit."""
+        current = _read_int(self._dir / "memory.current")
+        cap = _read_int(self._dir / "memory.high") or _read_int(self._dir / "memory.max")
+        if current is None or not cap:
+            return None
+        if current <= self.high * cap:
+            return None
+        excess = current - int(self.low * cap)
+        return max(0, usage - excess)
+
+
+@final
+class PsiPressure:
+    """Linux PSI: ``some avg10`` of ``/proc/pressure/memory`` above ``threshold`` percent.
+
+    Under pressure the cache gives back ``step`` of its usage per check.
+    """
+
+    __slots__ = ("_path", "step", "threshold")
+
+    def __init__(
+        self, path: str | Path = "/proc/pressure/memory", threshold: float = 10.0, step: float = 0.1
+    ) -> None:
+        if threshold < 0 or not 0 < step <= 1:
+            raise ValueError("threshold must be >= 0 and step in (0, 1]")
+        self._path = Path(path)
+        self.threshold = threshold
+        self.step = step
+
+    def avg10(self) -> float | None:
+        """The ``some avg10`` figure, or None when PSI is unavailable."""
+        try:
+            lines = self._path.read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            if line.startswith("some"):
+                for field in line.split()[1:]:
+                    name, _, value = field.partition("=")
+                    if name == "avg10":
+                        try:
+                            return float(value)
+                        except ValueError:
+                            return None
+        return None
+
+    def target(self, usage: int, limit: int) -> int | None:
+        """Give back ``step`` of usage while the stall figure is over the threshold."""
+        avg = self.avg10()
+        if avg is None or avg <= self.threshold:
+            return None
+        return int(usage * (1 - self.step))
+
+
+async def run_evictor(store: CacheStore) -> None:
+    """The store's background eviction task; runs until cancelled.
+
+    Checkpoint: always (it loops on waits).
+    Cancellation: stops between chunks; a chunk being written back stays dirty and cached.
+    """
+    t = store._tunables
+    while True:
+        with anyio.move_on_after(t.pressure_poll_interval):
+            await store._evict_wakeup.wait()
+        store._evict_wakeup = anyio.Event()
+        target = store._pressure_target()
+        if target is None:
+            continue
+        store._counters.eviction_runs += 1
+        try:
+            await store._evict_to(target, "pressure")
+        except CacheError as exc:
+            log.warning("eviction stopped: %s", exc)
+        store._evict_progress.set()
+        store._evict_progress = anyio.Event()

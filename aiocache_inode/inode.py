@@ -1,0 +1,2040 @@
+"""The caching inode: one backing file's attributes and byte ranges, cached in the store's pool.
+
+A re-imagining of gVisor's ``CachingInodeOperations`` for anyio (see ``docs/architecture.md`` for
+the data flow, and ``seed/gvisor-semantics.md`` for the operation-by-operation semantics).
+
+Lock order (outermost first); no other module restates it:
+
+    CachingInode._attr_lock      attributes, dirty-attribute mask; serializes writers
+      CachingInode._map_lock     the mapping set (views, add/remove/copy_mapping)
+        CachingInode._data_lock  RWLock: shared by every write-back while it writes pool pages to
+                                 the backing; exclusive around a change of the file size (truncate,
+                                 allocate) and wholesale drops (invalidate_unsavable, release), so
+                                 no write-back can write past a new EOF (seed section 8.9)
+          backend-internal locks
+
+Everything else rests on one event-loop thread: code between two awaits is atomic. The cache map,
+dirty set and in-flight table are only changed in such synchronous sections, so a hit needs no
+lock at all, and no backing I/O ever runs under the exclusive data lock except the size change.
+
+Ranges with I/O in flight are recorded in ``_inflight`` (one ``_Op`` per request):
+
+- FILL: pool pages reserved for a gap and being read from the backing. Readers of the range wait
+  on it (one backing read per range, not one per reader); writers wait for it to finish; a
+  truncate marks it invalid so its (possibly stale) pages are discarded instead of cached.
+- WRITE: a write-through to an uncached gap. Readers wait, so no fill reads the old bytes.
+- WRITEBACK: dirty cached pages being written to the backing. Writers wait (stable pages, as
+  Linux's wait_on_page_writeback), eviction skips them.
+
+The kinds never overlap one another: fills and write-throughs cover gaps of the cache map,
+write-backs cover cached pages.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import time
+from typing import TYPE_CHECKING, Any, Final, final
+
+import anyio
+import anyio.lowlevel
+
+from .attrs import S_ISGID, S_ISUID, S_IXGRP, AttrMask, Attrs, TimeSpec
+from .cache import CacheMap
+from .dirty import DirtySet
+from .errors import BackingError, CacheError, ClosedError, WouldBlock, WritebackError
+from .locks import RWLock
+from .mappings import MappingSet
+from .ranges import MAX_OFFSET, PAGE_MASK, PAGE_SIZE, Range, page_round_down, page_round_up
+from .refs import RefCountSet
+from .segments import SegmentMap
+from .stats import InodeStatistics
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+    from .backing.base import BackingFile
+    from .mappings import MappingSpace
+    from .store import CacheStore
+
+__all__ = ["CachingInode", "TranslateError", "Translation"]
+
+#: Eviction and policy bookkeeping works on file chunks of this many bytes (16 pages): fine
+#: enough to keep hot data, coarse enough that a 1 MiB read touches 16 policy entries, not 256.
+CHUNK_SHIFT: Final = 16
+CHUNK_SIZE: Final = 1 << CHUNK_SHIFT
+#: Policy keys are ``inode_id << KEY_SHIFT | chunk_index``; chunk indices stay below 2**48.
+KEY_SHIFT: Final = 48
+#: The seed's maxFillRange window for translate (64 KiB).
+SEED_FILL_WINDOW: Final = 64 << 10
+#: Host mappings for map_internal are made in chunks of this size (the seed's 2 MiB).
+HOST_CHUNK: Final = 2 << 20
+
+_FILL: Final = 1
+_WRITE: Final = 2
+_WRITEBACK: Final = 3
+
+
+def _max_fill_range(required: Range, optional: Range) -> Range:
+    """The seed's readahead clamp: at most ``max(64 KiB, len(required))``. Complexity: O(1)."""
+    if required.length >= SEED_FILL_WINDOW:
+        return required
+    if optional.length <= SEED_FILL_WINDOW:
+        return optional
+    if optional.end - required.start <= SEED_FILL_WINDOW:
+        return Range(required.start, optional.end)
+    return Range(required.start, required.start + SEED_FILL_WINDOW)
+
+
+@final
+class _Op:
+    """One backing request in flight over ``[start, end)`` (see the module docstring)."""
+
+    __slots__ = ("end", "error", "event", "extents", "invalid", "kind", "speculative", "start")
+
+    def __init__(self, kind: int, start: int, end: int) -> None:
+        self.kind = kind
+        self.start = start
+        self.end = end
+        # Pool extents reserved for a FILL, in file order; they cover [start, end) exactly.
+        self.extents: list[tuple[int, int]] = []
+        # Set by a truncate or invalidation: discard the fill's pages instead of caching them.
+        self.invalid = False
+        self.speculative = False
+        # The backing failure that ended the op, if any (a cancelled op records None).
+        self.error: BaseException | None = None
+        self.event = anyio.Event()
+
+
+@final
+class Translation:
+    """One contiguous piece of a translate result: file range ``source`` lives at pool offset
+    ``pool_offset``; ``writable`` says whether writes through it are allowed.
+    """
+
+    __slots__ = ("pool_offset", "source", "writable")
+
+    def __init__(self, source: Range, pool_offset: int, writable: bool) -> None:
+        self.source = source
+        self.pool_offset = pool_offset
+        self.writable = writable
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Translation):
+            return NotImplemented
+        return (self.source, self.pool_offset, self.writable) == (
+            other.source,
+            other.pool_offset,
+            other.writable,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.source, self.pool_offset, self.writable))
+
+    def __repr__(self) -> str:
+        return f"Translation({self.source!r}, pool={self.pool_offset:#x}, w={self.writable})"
+
+
+class TranslateError(CacheError):
+    """A translate could not cover ``required``: past EOF, or a fill failed inside it.
+
+    ``translations`` holds the partial result (the seed returns it beside its BusError).
+    """
+
+    def __init__(self, message: str, translations: list[Translation]) -> None:
+        super().__init__(message)
+        self.translations = translations
+
+
+class _ViewSpace:
+    """The mapping space a view registers under; invalidation (truncate) only flags it."""
+
+    __slots__ = ("invalidated",)
+
+    def __init__(self) -> None:
+        self.invalidated = False
+
+    def invalidate(self, addr_range: Range, private: bool) -> None:
+        self.invalidated = True
+
+
+@final
+class _View:
+    """``async with inode.view(...)``: pins pages and yields memoryviews into the pool."""
+
+    __slots__ = ("_inode", "_length", "_offset", "_pinned", "_pr", "_space", "_views", "_writable")
+
+    def __init__(self, inode: CachingInode, offset: int, length: int, writable: bool) -> None:
+        self._inode = inode
+        self._offset = offset
+        self._length = length
+        self._writable = writable
+        self._space = _ViewSpace()
+        self._pr: Range | None = None
+        self._pinned: list[tuple[int, int]] = []
+        self._views: list[memoryview] = []
+
+    async def __aenter__(self) -> list[memoryview]:
+        inode = self._inode
+        inode._check_open()
+        end = min(self._offset + self._length, inode._size)
+        if end <= self._offset:
+            return []
+        pr = Range(page_round_down(self._offset), page_round_up(end))
+        await inode.add_mapping(self._space, pr.start, pr.end, pr.start, self._writable)
+        self._pr = pr
+        try:
+            ts = await inode.translate(pr, pr, self._writable)
+        except BaseException:
+            await self._unmap()
+            raise
+        # Synchronous from here on: pin the pool pages so a truncate that drops them defers the
+        # free until this view is released (the bytes stay valid memory, never reused).
+        pool = inode._store._pool
+        lo, hi = self._offset, min(end, inode._size)
+        for t in ts:
+            inode._pin(t.pool_offset, t.source.length)
+            self._pinned.append((t.pool_offset, t.source.length))
+            s = max(lo, t.source.start)
+            e = min(hi, t.source.end)
+            if s < e:
+                self._views.append(pool.view(t.pool_offset + (s - t.source.start), e - s))
+        return list(self._views)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for v in self._views:
+            v.release()
+        self._views.clear()
+        inode = self._inode
+        for off, length in self._pinned:
+            inode._unpin(off, length)
+        self._pinned.clear()
+        await self._unmap()
+
+    async def _unmap(self) -> None:
+        pr = self._pr
+        if pr is None:
+            return
+        self._pr = None
+        # Must finish even when the holder is being cancelled: a leaked mapping pins pages forever.
+        with anyio.CancelScope(shield=True):
+            await self._inode.remove_mapping(self._space, pr.start, pr.end, pr.start, self._writable)
+
+
+@final
+class CachingInode:
+    """Attributes and byte ranges of one backing file, cached in a :class:`CacheStore` pool.
+
+    Get one from ``store.open(key, backing)``; the constructor is internal.
+
+    Invariants (checked by :meth:`_check_invariants`):
+        dirty ⊆ cached (by offset); no cached page starts at or past page_round_up(size);
+        keep-dirty ranges ⊆ mapped ranges; policy keys of this inode == chunks with cached pages;
+        in-flight ops are pairwise disjoint; FILL and WRITE ops lie in cache gaps, WRITEBACK ops
+        inside cached pages.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_attr_lock",
+        "_attrs",
+        "_backing",
+        "_cache",
+        "_closed",
+        "_data_lock",
+        "_deferred_free",
+        "_dirtied_at",
+        "_dirty",
+        "_dirty_attr",
+        "_host_maps",
+        "_host_refs",
+        "_id",
+        "_inflight",
+        "_key",
+        "_key_base",
+        "_map_lock",
+        "_maps",
+        "_pins",
+        "_ra_next",
+        "_ra_reserved_end",
+        "_ra_trigger",
+        "_ra_unused",
+        "_ra_window",
+        "_reported_cached",
+        "_reported_dirty",
+        "_reported_mapped",
+        "_size",
+        "_store",
+        "_users",
+    )
+
+    def __init__(
+        self, store: CacheStore, key: object, inode_id: int, backing: BackingFile, attrs: Attrs
+    ) -> None:
+        # Immutable after __init__.
+        self._store = store
+        self._key = key
+        self._id = inode_id
+        self._key_base = inode_id << KEY_SHIFT
+        self._backing = backing
+
+        self._attr_lock = anyio.Lock()
+        # Cached attributes. Protected by: _attr_lock, except size (below).
+        self._attrs = attrs
+        # Attributes changed only here, not yet written out. Protected by: _attr_lock.
+        self._dirty_attr = AttrMask.NONE
+        # The file size. Written with _attr_lock held (and _data_lock exclusive when it shrinks
+        # or is set by truncate/allocate); read anywhere (one event-loop thread). self._attrs.size
+        # is refreshed from it when attributes are read.
+        self._size = attrs.size
+
+        self._map_lock = anyio.Lock()
+        # Who maps which file range. Protected by: _map_lock.
+        self._maps = MappingSet()
+
+        self._data_lock = RWLock()
+        # File range -> pool offset; dirty ranges (keep flag); I/O in flight. Changed only in
+        # synchronous sections; see the lock-order comment for what _data_lock adds.
+        self._cache = CacheMap()
+        self._dirty = DirtySet()
+        self._inflight: SegmentMap[_Op] = SegmentMap(can_merge=lambda a, _n, b: a is b)
+        # Pool ranges pinned by live views (counts), and pool ranges dropped from the cache
+        # while pinned: freed when the last pin goes (so a view never sees reused memory).
+        self._pins = RefCountSet()
+        self._deferred_free: SegmentMap[bool] = SegmentMap()
+        # Host-FD mode: page refs on the backing file and the internal mmaps (map_internal).
+        self._host_refs = RefCountSet()
+        self._host_maps: dict[int, tuple[mmap.mmap, bool]] = {}
+
+        # Readahead state: where a sequential reader goes next, the current window, the offset
+        # whose read starts the next asynchronous window, and how far readahead has been issued.
+        self._ra_next = -1
+        self._ra_window = 0
+        self._ra_trigger = MAX_OFFSET
+        self._ra_reserved_end = 0
+        # Ranges filled by readahead that no read has used yet (wasted if dropped unused).
+        self._ra_unused: SegmentMap[bool] = SegmentMap()
+
+        # Byte counts last reported to the store's totals (the store sums deltas).
+        self._reported_cached = 0
+        self._reported_dirty = 0
+        self._reported_mapped = 0
+        # time.monotonic() when the inode last went from clean to dirty (the flusher's age).
+        self._dirtied_at: float | None = None
+        # Open handles from store.open(); the store keeps the inode resident regardless.
+        self._users = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------------
+    # Observable state
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def key(self) -> object:
+        """The key this inode is stored under."""
+        return self._key
+
+    @property
+    def attrs(self) -> Attrs:
+        """The cached attributes (the seed's UnstableAttr). Never contacts the backing."""
+        a = self._attrs
+        if a.size != self._size:
+            a = self._attrs = a.with_(size=self._size)
+        return a
+
+    @property
+    def dirty_attrs(self) -> AttrMask:
+        """Attributes changed locally and not yet written out."""
+        return self._dirty_attr
+
+    @property
+    def size(self) -> int:
+        """The file size as cached."""
+        return self._size
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of file data held in pool pages."""
+        return self._cache.total()
+
+    @property
+    def dirty_bytes(self) -> int:
+        """Bytes of file data not yet written back."""
+        return self._dirty.total()
+
+    @property
+    def mapped_bytes(self) -> int:
+        """Bytes of file range mapped (pinned) by views or add_mapping."""
+        return self._maps.mapped_bytes()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`release` has completed."""
+        return self._closed
+
+    @property
+    def backing(self) -> BackingFile:
+        """The backing file."""
+        return self._backing
+
+    def dirty_ranges(self) -> list[Range]:
+        """The dirty file ranges, in order."""
+        return [Range(s, e) for s, e, _keep in self._dirty.segments()]
+
+    def cached_ranges(self) -> list[Range]:
+        """The cached file ranges, in order (adjacent ranges merged)."""
+        out: list[Range] = []
+        for s, e, _fr in self._cache.segments():
+            if out and out[-1].end == s:
+                out[-1] = Range(out[-1].start, e)
+            else:
+                out.append(Range(s, e))
+        return out
+
+    def statistics(self) -> InodeStatistics:
+        """A snapshot of this inode's state."""
+        return InodeStatistics(
+            size=self._size,
+            cached_bytes=self._cache.total(),
+            dirty_bytes=self._dirty.total(),
+            mapped_bytes=self._maps.mapped_bytes(),
+            inflight_ops=len({id(op) for _s, _e, op in self._inflight.segments()}),
+            cached_segments=len(self._cache),
+            dirty_segments=len(self._dirty),
+        )
+
+    def fd(self) -> int:
+        """The backing's host file descriptor, or -1 (the seed's FD)."""
+        return self._backing.fd()
+
+    # ------------------------------------------------------------------------------------------
+    # Reads
+    # ------------------------------------------------------------------------------------------
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset``; ``b""`` at or past EOF.
+
+        Checkpoint: not on a full cache hit (see :meth:`readinto`); otherwise yes.
+        Cancellation: nothing changes but the cache contents (fills finish or are discarded).
+
+        Raises:
+            ValueError: negative offset or size.
+            BackingError: a fill from the backing failed.
+            ClosedError: the inode was released.
+        """
+        if size < 0:
+            raise ValueError(f"negative read size {size}")
+        if offset < 0:
+            raise ValueError(f"negative offset {offset}")
+        n = min(size, max(0, self._size - offset))
+        buf = bytearray(n)
+        got = await self.readinto(offset, buf)
+        return bytes(buf) if got == n else bytes(buf[:got])
+
+    async def readinto(self, offset: int, buffer: Any) -> int:
+        """Copy file bytes at ``offset`` into ``buffer`` (any writable buffer); return the count.
+
+        Hot path: a read that finds every page cached copies straight out of the pool and
+        returns without yielding (a checkpoint costs several times a 4 KiB copy); to keep a loop
+        of hits from starving the event loop, every ``hit_yield_every``-th hit in the store
+        (default 64) checkpoints. No locks, no allocation beyond the slicing memoryviews.
+
+        Checkpoint: on misses, and on every ``hit_yield_every``-th hit.
+        Cancellation: the buffer may hold part of the data; cache state stays consistent.
+        Requires: no inode lock held.
+
+        Raises:
+            ValueError: negative offset, or a read-only buffer.
+            BackingError: a fill from the backing failed.
+            ClosedError: the inode was released.
+        """
+        if self._closed:
+            raise ClosedError("inode released")
+        mv = buffer if type(buffer) is memoryview else memoryview(buffer)
+        if mv.readonly:
+            raise ValueError("readinto needs a writable buffer")
+        if mv.ndim != 1 or mv.itemsize != 1:
+            mv = mv.cast("B")
+        if offset < 0:
+            raise ValueError(f"negative offset {offset}")
+        end = offset + len(mv)
+        size = self._size
+        if end > size:
+            end = size
+        if offset >= end:
+            return 0
+        store = self._store
+        # Hot path: one segment lookup, one copy.
+        cmap = self._cache._map
+        i = cmap.bisect_right(offset) - 1
+        if i >= 0:
+            seg_start, (seg_end, fr) = cmap.peekitem(i)
+            if seg_end >= end:
+                n = end - offset
+                mv[:n] = store._pool.view(fr + offset - seg_start, n)
+                counters = store._counters
+                counters.cache_hits += 1
+                counters.read_bytes_cache += n
+                self._after_hit(offset, end)
+                store._hit_credit -= 1
+                if store._hit_credit <= 0:
+                    store._hit_credit = store._hit_yield_every
+                    await anyio.lowlevel.checkpoint()
+                return n
+        return await self._read_slow(offset, end, mv)
+
+    def read_nowait(self, offset: int, size: int) -> bytes:
+        """Serve a read from the cache alone.
+
+        Raises:
+            WouldBlock: some byte of the range is not cached.
+        """
+        if self._closed:
+            raise ClosedError("inode released")
+        if offset < 0 or size < 0:
+            raise ValueError("negative offset or size")
+        end = min(offset + size, self._size)
+        if offset >= end:
+            return b""
+        buf = bytearray(end - offset)
+        if self._copy_cached(offset, end, memoryview(buf), offset) != end:
+            raise WouldBlock(f"[{offset}, {end}) is not fully cached")
+        store = self._store
+        store._counters.cache_hits += 1
+        store._counters.read_bytes_cache += end - offset
+        self._after_hit(offset, end)
+        return bytes(buf)
+
+    def _after_hit(self, offset: int, end: int) -> None:
+        """Policy access, readahead bookkeeping and atime for a read served from the cache."""
+        policy = self._store._policy
+        base = self._key_base
+        first = offset >> CHUNK_SHIFT
+        last = (end - 1) >> CHUNK_SHIFT
+        policy.access(base | first)
+        while first < last:
+            first += 1
+            policy.access(base | first)
+        if self._ra_unused:
+            self._ra_consume(offset, end)
+        if offset == self._ra_next and end >= self._ra_trigger:
+            self._readahead_async(end)
+        self._ra_next = end
+
+    def _copy_cached(self, pos: int, end: int, out: memoryview, base: int) -> int:
+        """Copy the cached run starting at ``pos`` into ``out`` (``out[0]`` is file offset
+        ``base``); return the offset where the run stops (``end`` when all was cached).
+        Synchronous. Complexity: O(log n + k); k segments copied.
+        """
+        cmap = self._cache._map
+        pool_view = self._store._pool.view
+        i = cmap.bisect_right(pos) - 1
+        if i < 0:
+            i = 0
+        nseg = len(cmap)
+        while pos < end and i < nseg:
+            s, (e, fr) = cmap.peekitem(i)
+            if s > pos:
+                break
+            if e > pos:
+                stop = e if e < end else end
+                out[pos - base : stop - base] = pool_view(fr + pos - s, stop - pos)
+                pos = stop
+            i += 1
+        return pos
+
+    async def _read_slow(self, offset: int, end: int, out: memoryview) -> int:
+        """The read path for anything not a single-segment hit. Checkpoint: yes."""
+        store = self._store
+        counters = store._counters
+        pos = offset
+        missed = False
+        from_cache = 0
+        while True:
+            size = self._size
+            if end > size:
+                end = size
+            if pos >= end:
+                break
+            before = pos
+            pos = self._copy_cached(pos, end, out, offset)
+            if not missed:
+                from_cache += pos - before
+            if pos >= end:
+                break
+            missed = True
+            op = self._op_at(pos)
+            if op is not None:
+                await self._wait_op(op, pos)
+                continue
+            got = await self._fill_for_read(pos, end, out, offset)
+            pos += got
+        n = pos - offset
+        if missed:
+            counters.cache_misses += 1
+        else:
+            counters.cache_hits += 1
+            store._hit_credit -= 1
+        # Bytes copied before the first miss came from the cache; the rest had to be fetched.
+        counters.read_bytes_cache += from_cache
+        counters.read_bytes_backing += n - from_cache
+        if n and missed:
+            self._after_miss(offset, pos)
+        elif n:
+            self._after_hit(offset, pos)
+        await anyio.lowlevel.checkpoint()
+        return n
+
+    def _after_miss(self, offset: int, end: int) -> None:
+        if self._ra_unused:
+            self._ra_consume(offset, end)
+        self._ra_next = end
+        self._touch_chunks(offset, end)
+
+    async def _wait_op(self, op: _Op, pos: int) -> None:
+        """Wait for an in-flight op covering ``pos``; raise if it was a fill that failed there."""
+        await op.event.wait()
+        if (
+            op.kind == _FILL
+            and op.error is not None
+            and self._cache.find(pos) is None
+            and self._inflight.find(pos) is None
+        ):
+            raise BackingError(f"fill of [{op.start}, {op.end}) failed: {op.error}") from op.error
+
+    # ------------------------------------------------------------------------------------------
+    # Fills and readahead
+    # ------------------------------------------------------------------------------------------
+
+    def _op_at(self, pos: int) -> _Op | None:
+        """The in-flight op covering ``pos``, if any. Complexity: O(log n)."""
+        seg = self._inflight.find(pos)
+        return None if seg is None else seg[2]
+
+    def _gap_limit(self, pos: int) -> int:
+        """Where the uncached, idle gap containing ``pos`` ends (clipped to pgend(size))."""
+        limit = page_round_up(self._size)
+        nxt = self._cache.next_segment_start(pos)
+        if nxt is not None and nxt < limit:
+            limit = nxt
+        nxt = self._inflight.next_segment_start(pos)
+        if nxt is not None and nxt < limit:
+            limit = nxt
+        return limit
+
+    async def _fill_for_read(self, pos: int, end: int, out: memoryview, base: int) -> int:
+        """Fill the gap at ``pos`` (with readahead when sequential) and wait for the part the
+        read needs; return 0 to make the caller re-scan, or the bytes copied by a direct read
+        when the pool has no room. Checkpoint: yes.
+        """
+        store = self._store
+        start = page_round_down(pos)
+        limit = self._gap_limit(pos)
+        req_end = min(page_round_up(end), limit)
+        sequential = pos == self._ra_next or (
+            self._ra_window and self._ra_reserved_end >= pos >= self._ra_next - self._ra_window
+        )
+        if sequential:
+            t = store._tunables
+            window = min(max(self._ra_window * 2, t.readahead_initial), t.readahead_max)
+            self._ra_window = window
+        else:
+            window = 0
+            self._ra_window = 0
+            self._ra_trigger = MAX_OFFSET
+        need = req_end - start
+        if not store._reserve_nowait(need) and not await store._wait_for_room(need):
+            return await self._read_direct(pos, min(end, limit), out, base)
+        if self._inflight.find(pos) is not None or self._cache.find(pos) is not None:
+            # The wait let someone else fill or start filling here: re-scan.
+            return 0
+        limit = self._gap_limit(pos)
+        req_end = min(req_end, limit)
+        op = self._start_fill(start, req_end, speculative=False)
+        if op is None:
+            return await self._read_direct(pos, min(end, limit), out, base)
+        if window:
+            self._ra_reserved_end = req_end
+            self._readahead_async(req_end, first_window=window)
+        await self._run_fill(op)
+        if op.error is not None and self._cache.find(pos) is None:
+            raise BackingError(f"fill of [{op.start}, {op.end}) failed: {op.error}") from op.error
+        return 0
+
+    async def _read_direct(self, pos: int, end: int, out: memoryview, base: int) -> int:
+        """Read ``[pos, end)`` straight from the backing into ``out`` (no room in the pool)."""
+        if pos >= end:
+            return 0
+        dst = out[pos - base : end - base]
+        try:
+            got = await self._backing_read(pos, [dst])
+        except Exception as exc:
+            raise BackingError(f"direct read at {pos} failed: {exc}") from exc
+        if got < len(dst):
+            # The backing ends before the cached size (a hole not yet written back): zeros.
+            dst[got:] = bytes(len(dst) - got)
+        return len(dst)
+
+    def _start_fill(self, start: int, end: int, *, speculative: bool) -> _Op | None:
+        """Reserve pool pages for the page-aligned gap ``[start, end)`` and record a FILL op.
+
+        Synchronous. Returns None if the pool cannot allocate (the caller reads directly).
+        """
+        if start >= end:
+            return None
+        store = self._store
+        try:
+            extents = store._pool.allocate(end - start)
+        except CacheError:
+            return None
+        op = _Op(_FILL, start, end)
+        op.extents = extents
+        op.speculative = speculative
+        self._inflight.insert(start, end, op)
+        if speculative:
+            store._counters.readahead_bytes += end - start
+            store._readahead_inflight += end - start
+        return op
+
+    def _readahead_async(self, from_offset: int, first_window: int = 0) -> None:
+        """Issue speculative fills beyond ``from_offset`` as background store tasks.
+
+        Synchronous: it only reserves pages and spawns; several requests of at most
+        ``readahead_request`` bytes go out at once. Stops at EOF, at the cap on speculative
+        bytes in flight, and when the pool has no clean room (readahead never waits for memory).
+        """
+        store = self._store
+        t = store._tunables
+        window = first_window or self._ra_window
+        if not window or not store._running:
+            return
+        pos = max(page_round_up(from_offset), self._ra_reserved_end)
+        target = min(page_round_up(from_offset) + window, page_round_up(self._size))
+        while pos < target:
+            if store._readahead_inflight >= t.readahead_cap:
+                break
+            if self._cache.find(pos) is not None or self._inflight.find(pos) is not None:
+                nxt = min(
+                    x
+                    for x in (
+                        self._next_boundary(self._cache, pos),
+                        self._next_boundary(self._inflight, pos),
+                        target,
+                    )
+                )
+                pos = max(nxt, pos + PAGE_SIZE)
+                continue
+            stop = min(target, self._gap_limit(pos), pos + t.readahead_request)
+            if not store._reserve_nowait(stop - pos):
+                break
+            op = self._start_fill(pos, stop, speculative=True)
+            if op is None:
+                break
+            store._spawn(self._run_fill, op)
+            pos = stop
+        self._ra_reserved_end = max(self._ra_reserved_end, pos)
+        # Start the next window when a read gets halfway into this one (Linux's PG_readahead).
+        self._ra_trigger = max(from_offset, pos - window // 2)
+
+    @staticmethod
+    def _next_boundary(m: SegmentMap[Any], pos: int) -> int:
+        seg = m.find(pos)
+        if seg is not None:
+            return seg[1]
+        nxt = m.next_segment_start(pos)
+        return MAX_OFFSET if nxt is None else nxt
+
+    async def _run_fill(self, op: _Op) -> None:
+        """Read a FILL op's range from the backing into its reserved pages, then cache them.
+
+        Bytes at or past the size (as it was when the read started) are zeroed without asking
+        the backing; a backing EOF before the size zero-fills the rest (a hole). On a failure
+        the page-granular prefix read so far is kept. Completion is synchronous, in ``finally``.
+
+        Checkpoint: yes.
+        Cancellation: the op completes with nothing cached; waiters re-scan.
+        """
+        store = self._store
+        pool = store._pool
+        done = 0
+        try:
+            want = min(op.end, self._size) - op.start
+            if want > 0:
+                views: list[memoryview] = []
+                left = want
+                for off, length in op.extents:
+                    if left <= 0:
+                        break
+                    take = length if length < left else left
+                    views.append(pool.view(off, take))
+                    left -= take
+                done = await self._read_fully(op.start, views, want)
+            done = op.end - op.start  # everything past `done` is a hole or past EOF: zeros
+        except anyio.get_cancelled_exc_class():
+            done = 0
+            raise
+        except Exception as exc:
+            op.error = exc
+            done = page_round_down(done) if isinstance(done, int) else 0
+        finally:
+            self._complete_fill(op, done)
+
+    async def _read_fully(self, offset: int, views: list[memoryview], want: int) -> int:
+        """Read into ``views`` until full or EOF; zero what EOF leaves. Returns bytes covered
+        (always ``want`` unless an exception propagates). A zero count is EOF, never a loop.
+        """
+        done = 0
+        while views:
+            got = await self._backing_read(offset + done, views)
+            if got <= 0:
+                for v in views:
+                    v[:] = bytes(len(v))
+                return want
+            done += got
+            while views and got >= len(views[0]):
+                got -= len(views[0])
+                views.pop(0)
+            if views and got:
+                views[0] = views[0][got:]
+        return done
+
+    def _complete_fill(self, op: _Op, done: int) -> None:
+        """Cache the first ``done`` bytes of ``op`` (page-granular), free the rest, wake waiters."""
+        store = self._store
+        pool = store._pool
+        self._inflight.remove(op.start, op.end)
+        if op.speculative:
+            store._readahead_inflight -= op.end - op.start
+        keep_end = op.start + (0 if op.invalid or self._closed else page_round_up(done))
+        size_end = page_round_up(self._size)
+        if keep_end > size_end:
+            keep_end = max(op.start, size_end)
+        pos = op.start
+        for off, length in op.extents:
+            piece_end = pos + length
+            if pos < keep_end:
+                cut = min(piece_end, keep_end)
+                # Zero what lies past the size in the kept pages (EOF rounding, seed Fill).
+                tail = self._size
+                if tail < cut:
+                    z = max(tail, pos)
+                    pool.fill_zero(off + (z - pos), cut - z)
+                self._cache.insert(pos, cut, off)
+                if cut < piece_end:
+                    pool.free(off + (cut - pos), piece_end - cut)
+            else:
+                pool.free(off, length)
+            pos = piece_end
+        op.extents = []
+        if keep_end > op.start:
+            if op.speculative:
+                self._ra_unused.assign(op.start, keep_end, True)
+            self._touch_chunks(op.start, keep_end)
+        self._report()
+        op.event.set()
+
+    def _touch_chunks(self, start: int, end: int) -> None:
+        """Make the policy hold exactly the chunks of ``[start, end)`` that have cached pages."""
+        if start >= end:
+            return
+        policy = self._store._policy
+        base = self._key_base
+        cache = self._cache
+        for idx in range(start >> CHUNK_SHIFT, ((end - 1) >> CHUNK_SHIFT) + 1):
+            key = base | idx
+            cs = idx << CHUNK_SHIFT
+            if cache.covered_bytes(cs, cs + CHUNK_SIZE):
+                if key in policy:
+                    policy.access(key)
+                else:
+                    policy.insert(key)
+            else:
+                policy.remove(key)
+
+    def _ra_consume(self, start: int, end: int) -> None:
+        used = self._ra_unused.remove(start, end)
+        if used:
+            self._store._counters.readahead_used_bytes += sum(e - s for s, e, _ in used)
+
+    async def _ensure_cached(self, start: int, end: int, window_end: int) -> BaseException | None:
+        """Make ``[start, end)`` (page-aligned, within pgend(size)) cached, filling gaps up to
+        ``window_end``. Returns the first fill error that left part of the range uncached, or
+        None when all of it is cached at return (synchronously with the caller's next step).
+
+        Checkpoint: when anything is missing.
+        Cancellation: fills already started finish or are discarded; nothing else changes.
+        """
+        store = self._store
+        while True:
+            gap = self._cache.first_gap_from(start, end)
+            if gap is None:
+                return None
+            pos = gap[0]
+            op = self._op_at(pos)
+            if op is not None:
+                await op.event.wait()
+                if op.error is not None and self._cache.find(pos) is None:
+                    if self._inflight.find(pos) is None:
+                        return op.error
+                continue
+            limit = self._gap_limit(pos)
+            if pos >= limit:
+                return None  # past EOF now (a concurrent truncate): nothing to fill
+            fill_end = min(limit, max(gap[1], min(window_end, limit)))
+            need = fill_end - pos
+            if not store._reserve_nowait(need) and not await store._wait_for_room(need):
+                # Pinned pages must live in the pool: go over budget rather than fail.
+                pass
+            if self._inflight.find(pos) is not None or self._cache.find(pos) is not None:
+                continue
+            fill_end = min(fill_end, self._gap_limit(pos))
+            op = self._start_fill(pos, fill_end, speculative=False)
+            if op is None:
+                raise CacheError(f"the pool cannot allocate {fill_end - pos} bytes")
+            store._counters.cache_misses += 1
+            await self._run_fill(op)
+            if op.error is not None and self._cache.find(pos) is None:
+                return op.error
+
+    # ------------------------------------------------------------------------------------------
+    # Writes
+    # ------------------------------------------------------------------------------------------
+
+    async def write(self, offset: int, data: Any) -> int:
+        """Write ``data`` at ``offset``; return ``len(data)`` or raise.
+
+        Cached pages are copied into and marked dirty. Uncached ranges are written through to
+        the backing (the seed's policy), or, in write-back mode, cached without a
+        read-modify-write when whole pages or bytes past EOF are covered (a partial page inside
+        the file is filled first). The data is applied in file order; a failure stops there, and
+        the inode's size and contents then reflect exactly the prefix that was applied.
+
+        Checkpoint: always.
+        Cancellation: like a failure, a prefix of ``data`` may have been applied (size included);
+        a write-through request already sent completes first (shielded).
+        Requires: no inode lock held (takes _attr_lock).
+        Complexity: O(k + log n) per piece; k pages touched, n cached ranges.
+
+        Raises:
+            ValueError: negative offset, or the end would pass the largest offset.
+            TypeError: ``data`` is not a bytes-like object.
+            BackingError: a write-through failed (the prefix before it is applied).
+            ClosedError: the inode was released.
+        """
+        if offset < 0:
+            raise ValueError(f"negative offset {offset}")
+        src = memoryview(data)
+        if src.ndim != 1 or src.itemsize != 1:
+            src = src.cast("B")
+        n = len(src)
+        if offset + n > MAX_OFFSET:
+            raise ValueError("write would pass the largest file offset")
+        self._check_open()
+        if n == 0:
+            await anyio.lowlevel.checkpoint()
+            return 0
+        store = self._store
+        await store._balance_dirty()
+        async with self._attr_lock:
+            self._check_open()
+            now = store._clock()
+            self._set_times_locked(mtime=now, ctime=now)
+            pos = offset
+            end = offset + n
+            try:
+                while pos < end:
+                    pos = await self._write_step(pos, end, src, offset)
+            finally:
+                self._after_write_locked(offset, pos)
+            store._counters.written_bytes += n
+        if store._over_background_dirty():
+            store._wake_flusher()
+        return n
+
+    async def _write_step(self, pos: int, end: int, src: memoryview, base: int) -> int:
+        """Apply the piece of the write at ``pos``; return the new position. Checkpoint: maybe."""
+        op = self._op_at(pos)
+        if op is not None:
+            await op.event.wait()
+            return pos
+        store = self._store
+        cmap = self._cache._map
+        seg = self._cache.find(pos)
+        if seg is not None:
+            s, e, fr = seg
+            stop = min(e, end)
+            nxt = self._inflight.next_segment_start(pos)
+            if nxt is not None and nxt < stop:
+                stop = nxt
+            store._pool.view(fr + pos - s, stop - pos)[:] = src[pos - base : stop - base]
+            self._dirty.mark_dirty(pos, stop)
+            self._grow_locked(stop)
+            self._report()
+            return stop
+        del cmap
+        gap_end = min(end, self._gap_limit_any(pos))
+        if store._write_back:
+            new = await self._write_back_gap(pos, gap_end, src, base)
+            if new is not None:
+                return new
+        return await self._write_through(pos, gap_end, src, base)
+
+    def _gap_limit_any(self, pos: int) -> int:
+        """Where the gap at ``pos`` ends: the next cached page or in-flight op (no EOF clip)."""
+        limit = MAX_OFFSET
+        nxt = self._cache.next_segment_start(pos)
+        if nxt is not None:
+            limit = nxt
+        nxt = self._inflight.next_segment_start(pos)
+        if nxt is not None and nxt < limit:
+            limit = nxt
+        return limit
+
+    async def _write_back_gap(self, pos: int, end: int, src: memoryview, base: int) -> int | None:
+        """Write-back mode: cache ``[pos, end)`` (a gap) as dirty pages without a backing write.
+
+        Returns the new position, or None to fall back to write-through (no room in the pool).
+        A partial first or last page that lies inside the file is filled from the backing
+        first (the caller re-scans and then copies into the now cached page).
+        """
+        size = self._size
+        head = page_round_down(pos)
+        if pos & PAGE_MASK and head < size:
+            await self._fill_page_locked(head)
+            return pos
+        tail = page_round_down(end)
+        if end & PAGE_MASK and tail < size and tail >= head:
+            if self._cache.find(tail) is None and tail >= pos:
+                if tail > head or not (pos & PAGE_MASK):
+                    await self._fill_page_locked(tail)
+                    return pos
+        start = head
+        stop = page_round_up(end)
+        store = self._store
+        if not store._reserve_nowait(stop - start) and not await store._wait_for_room(stop - start):
+            return None
+        if self._inflight.find(pos) is not None or self._cache.find(pos) is not None:
+            return pos  # the wait changed the picture: re-scan
+        stop = min(stop, page_round_up(self._gap_limit_any(pos)))
+        end = min(end, stop)
+        try:
+            extents = store._pool.allocate(stop - start)
+        except CacheError:
+            return None
+        pool = store._pool
+        at = start
+        for off, length in extents:
+            v = pool.view(off, length)
+            lo = max(at, pos)
+            hi = min(at + length, end)
+            if lo > at:
+                v[: lo - at] = bytes(lo - at)
+            if hi > lo:
+                v[lo - at : hi - at] = src[lo - base : hi - base]
+            if at + length > hi:
+                z = max(hi, at)
+                v[z - at :] = bytes(at + length - z)
+            self._cache.insert(at, at + length, off)
+            at += length
+        self._dirty.mark_dirty(pos, end)
+        self._grow_locked(end)
+        self._touch_chunks(start, stop)
+        self._report()
+        return end
+
+    async def _fill_page_locked(self, page: int) -> None:
+        """Fill one page inside the file before a partial write-back-mode write to it."""
+        err = await self._ensure_cached(page, page + PAGE_SIZE, page + PAGE_SIZE)
+        if err is not None:
+            raise BackingError(f"read-modify-write fill at {page} failed: {err}") from err
+
+    async def _write_through(self, pos: int, end: int, src: memoryview, base: int) -> int:
+        """Write ``[pos, end)`` (a cache gap) straight to the backing under a WRITE op."""
+        op = _Op(_WRITE, pos, end)
+        self._inflight.insert(pos, end, op)
+        done = 0
+        try:
+            # A request already sent must be accounted for: shield it, so the inode's size
+            # and contents match what reached the backing.
+            with anyio.CancelScope(shield=True):
+                while pos + done < end:
+                    chunk = src[pos + done - base : end - base]
+                    try:
+                        got = await self._backing_write(pos + done, [chunk])
+                    except Exception as exc:
+                        raise BackingError(f"write-through at {pos + done} failed: {exc}") from exc
+                    if got <= 0:
+                        raise BackingError(
+                            f"write-through at {pos + done} made no progress"
+                        ) from OSError(errno.EIO, "zero-length write")
+                    done += got
+                    self._store._counters.writethrough_bytes += got
+        finally:
+            self._inflight.remove(op.start, op.end)
+            op.event.set()
+            self._grow_locked(pos + done)
+        await anyio.lowlevel.checkpoint()
+        return pos + done
+
+    def _grow_locked(self, end: int) -> None:
+        """Extend the size to ``end`` after data landed there. Requires: _attr_lock held."""
+        if end > self._size:
+            self._size = end
+            self._dirty_attr |= AttrMask.SIZE
+
+    def _after_write_locked(self, offset: int, pos: int) -> None:
+        """The seed's maybeUpdateAttrs. Requires: _attr_lock held."""
+        a = self.attrs
+        changes: dict[str, int] = {}
+        if pos > a.usage:
+            changes["usage"] = pos
+            self._dirty_attr |= AttrMask.USAGE
+        if pos > offset and a.mode & (S_ISUID | S_ISGID):
+            mode = _kill_suid(a.mode)
+            if mode != a.mode:
+                changes["mode"] = mode
+                self._dirty_attr |= AttrMask.MODE
+        if changes:
+            self._attrs = a.with_(**changes)
+
+    # ------------------------------------------------------------------------------------------
+    # Views, mappings and translation
+    # ------------------------------------------------------------------------------------------
+
+    def view(self, offset: int, length: int, *, writable: bool = False) -> _View:
+        """Pin the pages of ``[offset, offset+length)`` and yield memoryviews into the pool.
+
+        ``async with inode.view(off, n) as views:`` gives ``list[memoryview]`` that together are
+        exactly the bytes ``[offset, min(offset+length, size))`` in order, zero copy. Pinned pages
+        are never evicted. Writes through a writable view are dirty data; the pages stay dirty
+        (kept) until the view is released, and are written back later like any dirty data.
+        The views are released on exit; do not keep them.
+
+        Checkpoint: entering and leaving, always.
+        Cancellation: entering cancelled leaves nothing mapped; leaving is shielded.
+
+        Raises:
+            ValueError: negative offset or length.
+        """
+        if offset < 0 or length < 0:
+            raise ValueError("negative offset or length")
+        if offset + length > MAX_OFFSET:
+            raise ValueError("view would pass the largest file offset")
+        return _View(self, offset, length, writable)
+
+    def _pin(self, pool_offset: int, length: int) -> None:
+        self._pins.increment(pool_offset, pool_offset + length)
+
+    def _unpin(self, pool_offset: int, length: int) -> None:
+        released = self._pins.decrement(pool_offset, pool_offset + length)
+        if not self._deferred_free or not released:
+            return
+        pool = self._store._pool
+        for s, e in released:
+            for ds, de, _ in self._deferred_free.remove(s, e):
+                pool.free(ds, de - ds)
+
+    def _free_extent(self, pool_offset: int, length: int) -> None:
+        """Return cache pages to the pool, deferring any part a live view still pins."""
+        pool = self._store._pool
+        if not self._pins:
+            pool.free(pool_offset, length)
+            return
+        end = pool_offset + length
+        for s, e in self._pins._map.gaps(pool_offset, end):
+            pool.free(s, e - s)
+        for s, e, _count in self._pins._map.clipped(pool_offset, end):
+            self._deferred_free.insert(s, e, True)
+
+    async def add_mapping(
+        self, space: MappingSpace, start: int, end: int, offset: int, writable: bool
+    ) -> None:
+        """Record that ``space`` maps address range ``[start, end)`` to file ``offset``.
+
+        Mapped ranges are never evicted (the seed's MarkUnevictable of newly mapped ranges).
+
+        Checkpoint: always. Cancellation: nothing is recorded.
+        Requires: no inode lock held (takes _map_lock).
+
+        Raises:
+            ValueError: an empty or misaligned range.
+        """
+        ar = _aligned_range(start, end)
+        _check_offset(offset)
+        async with self._map_lock:
+            self._check_open()
+            self._maps.add_mapping(space, ar, offset, writable)
+            self._report()
+
+    async def remove_mapping(
+        self, space: MappingSpace, start: int, end: int, offset: int, writable: bool
+    ) -> None:
+        """Forget a mapping added by :meth:`add_mapping`.
+
+        Ranges left with no mapping may be cleaned again (AllowClean) and evicted; dirty data is
+        not written back here (eviction, sync or release do that).
+
+        Checkpoint: always. Cancellation: atomic (nothing changed, or all of it).
+        Requires: no inode lock held (takes _map_lock).
+
+        Raises:
+            ValueError: the mapping is not present over the whole range.
+        """
+        ar = _aligned_range(start, end)
+        async with self._map_lock:
+            unmapped = self._maps.remove_mapping(space, ar, offset, writable)
+            for r in unmapped:
+                self._dirty.allow_clean(r.start, r.end)
+            self._report()
+
+    async def copy_mapping(
+        self,
+        space: MappingSpace,
+        src_start: int,
+        src_end: int,
+        dst_start: int,
+        dst_end: int,
+        offset: int,
+        writable: bool,
+    ) -> None:
+        """Record a copy of a mapping (mremap): the seed adds the destination, ignoring the source.
+
+        Checkpoint: always. Cancellation: nothing is recorded.
+        """
+        _aligned_range(src_start, src_end)
+        await self.add_mapping(space, dst_start, dst_end, offset, writable)
+
+    async def translate(self, required: Range, optional: Range, write: bool) -> list[Translation]:
+        """Fill and return the pool ranges backing ``required`` (and as much of ``optional``
+        as the seed's 64 KiB window allows), as the seed's Mappable Translate.
+
+        The caller must already map the range (:meth:`add_mapping`): unmapped pages may be
+        evicted and their pool ranges reused after this returns. A write translation marks the
+        translated ranges kept-dirty.
+
+        Checkpoint: always.
+        Cancellation: fills already started finish or are discarded; nothing is translated.
+
+        Raises:
+            ValueError: misaligned ranges, empty ``required``, or ``optional`` not ⊇ ``required``.
+            TranslateError: ``required`` lies (partly) past EOF, or a fill inside it failed;
+                ``.translations`` holds what was translated.
+        """
+        if not (required and required.is_page_aligned() and optional.is_page_aligned()):
+            raise ValueError("translate needs non-empty, page-aligned ranges")
+        if not optional.is_superset_of(required):
+            raise ValueError("optional must contain required")
+        self._check_open()
+        pgend = page_round_up(self._size)
+        if required.start >= pgend:
+            await anyio.lowlevel.checkpoint()
+            raise TranslateError("translate past EOF", [])
+        beyond_eof = required.end > pgend
+        if beyond_eof:
+            required = Range(required.start, pgend)
+        optional = Range(optional.start, min(optional.end, pgend))
+        window = _max_fill_range(required, optional)
+        fill_err = await self._ensure_cached(required.start, required.end, window.end)
+        await anyio.lowlevel.checkpoint()
+        # Synchronous from here: the walk sees the cache exactly as the fill left it.
+        out: list[Translation] = []
+        pos = required.start
+        while pos < required.end:
+            seg = self._cache.find(pos)
+            if seg is None:
+                break
+            s, e, fr = seg
+            src_s = max(s, optional.start)
+            src_e = min(e, optional.end)
+            out.append(Translation(Range(src_s, src_e), fr + (src_s - s), write))
+            if write:
+                self._dirty.keep_dirty(src_s, src_e)
+            pos = e
+        translated_end = out[-1].source.end if out else required.start
+        self._report()
+        if translated_end < required.end:
+            if fill_err is not None:
+                raise TranslateError(f"fill failed: {fill_err}", out) from fill_err
+            raise TranslateError("range not cached (evicted or truncated meanwhile)", out)
+        if beyond_eof:
+            raise TranslateError("translate reaches past EOF", out)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # Write-back
+    # ------------------------------------------------------------------------------------------
+
+    async def _writeback(self, start: int, end: int, *, max_run: int | None = None) -> int:
+        """Write the dirty bytes of ``[start, end)`` below the size to the backing.
+
+        Runs coalesced over dirty segments (each a WRITEBACK op, zero copy from the pool).
+        Written parts whose keep flag is clear become clean; kept parts stay dirty.
+
+        Checkpoint: when anything is dirty.
+        Cancellation: ranges not fully written stay dirty; nothing is lost.
+        Requires: _data_lock not held by this task (takes it shared).
+
+        Raises:
+            WritebackError: a write failed; its range and every later one stay dirty.
+        Returns the bytes written.
+        """
+        if not self._dirty:
+            return 0
+        written = 0
+        store = self._store
+        async with self._data_lock.read_locked():
+            pos = start
+            while True:
+                size = self._size
+                hi = min(end, size)
+                if pos >= hi:
+                    break
+                pieces = self._dirty.dirty_ranges(pos, hi)
+                if not pieces:
+                    break
+                ds, de, _keep = pieces[0]
+                if max_run is not None and de - ds > max_run:
+                    de = ds + max_run
+                busy = next(iter(self._inflight.overlapping(ds, de)), None)
+                if busy is not None:
+                    await busy[2].event.wait()
+                    continue
+                written += await self._writeback_run(ds, de)
+                pos = de
+        if written:
+            store._counters.writeback_runs += 1
+        return written
+
+    async def _writeback_run(self, ds: int, de: int) -> int:
+        """Write one dirty run ``[ds, de)`` (all cached) under a WRITEBACK op."""
+        store = self._store
+        pool = store._pool
+        op = _Op(_WRITEBACK, ds, de)
+        self._inflight.insert(ds, de, op)
+        done = 0
+        t0 = time.perf_counter()
+        try:
+            views = [pool.view(fr, e - s) for s, e, fr in self._cache.clipped(ds, de)]
+            if sum(len(v) for v in views) != de - ds:
+                raise CacheError(f"dirty range [{ds}, {de}) is not fully cached")
+            while views:
+                try:
+                    got = await self._backing_write(ds + done, views)
+                except Exception as exc:
+                    raise self._writeback_error(ds + done, exc) from exc
+                if got <= 0:
+                    err = OSError(errno.EIO, "backing wrote 0 bytes")
+                    raise self._writeback_error(ds + done, err) from err
+                done += got
+                while views and got >= len(views[0]):
+                    got -= len(views[0])
+                    views.pop(0)
+                if views and got:
+                    views[0] = views[0][got:]
+        finally:
+            self._inflight.remove(ds, de)
+            op.event.set()
+            if done:
+                self._dirty.mark_clean(ds, ds + done)
+                store._counters.writeback_bytes += done
+                store._observe_writeback(time.perf_counter() - t0)
+            self._report()
+        return done
+
+    def _writeback_error(self, at: int, exc: BaseException) -> WritebackError:
+        self._store._counters.writeback_errors += 1
+        still = [Range(s, e) for s, e, _k in self._dirty.segments()]
+        return WritebackError(f"write-back at offset {at} failed: {exc}", still)
+
+    async def write_out(self) -> None:
+        """Write back dirty data and attributes, then sync the backing (the seed's WriteOut).
+
+        After it returns, the backing holds exactly what reads return, and only kept-dirty
+        ranges (mapped writable) remain dirty.
+
+        Checkpoint: always.
+        Cancellation: ranges not yet written stay dirty and the attribute mask stays set.
+        Requires: no inode lock held (takes _attr_lock; the sync runs with no lock held).
+
+        Raises:
+            WritebackError: data could not be written; it stays dirty and cached.
+            BackingError: the attributes or the sync failed (the mask stays dirty).
+        """
+        async with self._attr_lock:
+            self._check_open()
+            await self._write_dirty_pages_and_attrs_locked()
+        try:
+            await self._backing_call("sync", self._backing.sync())
+        except Exception as exc:
+            raise BackingError(f"sync failed: {exc}") from exc
+
+    async def _write_dirty_pages_and_attrs_locked(self) -> None:
+        """Requires: _attr_lock held."""
+        await self._writeback(0, MAX_OFFSET)
+        if self._dirty_attr:
+            mask = self._dirty_attr
+            try:
+                await self._backing_call(
+                    "set_attributes", self._backing.set_attributes(mask, self.attrs, False)
+                )
+            except Exception as exc:
+                raise BackingError(f"writing attributes {mask} failed: {exc}") from exc
+            # Only what was sent is clean: a touch during the await stays dirty.
+            self._dirty_attr &= ~mask if self._dirty_attr == mask else self._dirty_attr
+
+    # ------------------------------------------------------------------------------------------
+    # Attributes
+    # ------------------------------------------------------------------------------------------
+
+    def _set_times_locked(
+        self, *, atime: int | None = None, mtime: int | None = None, ctime: int | None = None
+    ) -> None:
+        """Set the named times in the cache and mark them dirty. Requires: _attr_lock held."""
+        changes: dict[str, int] = {}
+        if atime is not None:
+            changes["atime"] = atime
+            self._dirty_attr |= AttrMask.ATIME
+        if mtime is not None:
+            changes["mtime"] = mtime
+            self._dirty_attr |= AttrMask.MTIME
+        if ctime is not None:
+            changes["ctime"] = ctime
+            self._dirty_attr |= AttrMask.CTIME
+        self._attrs = self._attrs.with_(**changes)
+
+    async def _set_through_locked(self, mask: AttrMask, attrs: Attrs, force: bool) -> None:
+        """Write ``mask`` of ``attrs`` to the backing, shielded so the cache can follow it.
+
+        Requires: _attr_lock held.
+        """
+        with anyio.CancelScope(shield=True):
+            await self._backing_call(
+                "set_attributes", self._backing.set_attributes(mask, attrs, force)
+            )
+
+    async def set_permissions(self, mode: int) -> bool:
+        """Set the permission bits; ``False`` if the backing refused (the seed's contract).
+
+        Checkpoint: always. Cancellation: once the backing call starts it completes (shielded).
+
+        Raises:
+            ValueError: ``mode`` is not a permission mask.
+        """
+        if not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ValueError(f"mode {mode!r} is not a permission mask")
+        async with self._attr_lock:
+            self._check_open()
+            try:
+                await self._set_through_locked(AttrMask.MODE, self.attrs.with_(mode=mode), False)
+            except Exception:
+                return False
+            self._attrs = self._attrs.with_(mode=mode)
+            self._set_times_locked(ctime=self._store._clock())
+            return True
+
+    async def set_owner(self, uid: int | None = None, gid: int | None = None) -> None:
+        """Set the owner and/or group; with neither, do nothing.
+
+        Checkpoint: always. Cancellation: once the backing call starts it completes (shielded).
+
+        Raises:
+            ValueError: a negative id.
+            BackingError: the backing refused (nothing changed).
+        """
+        for v in (uid, gid):
+            if v is not None and (not isinstance(v, int) or v < 0):
+                raise ValueError(f"invalid id {v!r}")
+        if uid is None and gid is None:
+            await anyio.lowlevel.checkpoint()
+            return
+        async with self._attr_lock:
+            self._check_open()
+            mask = AttrMask.NONE
+            changes: dict[str, int] = {}
+            if uid is not None:
+                mask |= AttrMask.UID
+                changes["uid"] = uid
+            if gid is not None:
+                mask |= AttrMask.GID
+                changes["gid"] = gid
+            try:
+                await self._set_through_locked(mask, self.attrs.with_(**changes), False)
+            except Exception as exc:
+                raise BackingError(f"set_owner failed: {exc}") from exc
+            self._attrs = self._attrs.with_(**changes)
+            self._set_times_locked(ctime=self._store._clock())
+
+    async def set_timestamps(self, atime: TimeSpec, mtime: TimeSpec) -> None:
+        """Set atime and/or mtime (written through, forced); both omitted does nothing.
+
+        An explicitly set time is clean afterwards (its dirty bit is cleared: the seed left it).
+
+        Checkpoint: always. Cancellation: once the backing call starts it completes (shielded).
+
+        Raises:
+            TypeError: an argument is not a TimeSpec.
+            BackingError: the backing refused (nothing changed).
+        """
+        if not isinstance(atime, TimeSpec) or not isinstance(mtime, TimeSpec):
+            raise TypeError("set_timestamps takes TimeSpec values")
+        if atime.omitted and mtime.omitted:
+            await anyio.lowlevel.checkpoint()
+            return
+        async with self._attr_lock:
+            self._check_open()
+            clock = self._store._clock
+            now = clock()
+            mask = AttrMask.NONE
+            changes: dict[str, int] = {}
+            if not atime.omitted:
+                mask |= AttrMask.ATIME
+                changes["atime"] = now if atime.use_now else atime.resolve(clock)
+            if not mtime.omitted:
+                mask |= AttrMask.MTIME
+                changes["mtime"] = now if mtime.use_now else mtime.resolve(clock)
+            try:
+                await self._set_through_locked(mask, self.attrs.with_(**changes), True)
+            except Exception as exc:
+                raise BackingError(f"set_timestamps failed: {exc}") from exc
+            self._attrs = self._attrs.with_(**changes)
+            self._dirty_attr &= ~mask
+            self._set_times_locked(ctime=now)
+
+    async def inc_links(self) -> None:
+        """Add a link; ctime is touched (as Linux does; the seed also touched mtime).
+
+        Links are not dirty-tracked: the backing is authoritative for them.
+        Checkpoint: always. Cancellation: atomic.
+        """
+        async with self._attr_lock:
+            self._check_open()
+            self._attrs = self._attrs.with_(links=self._attrs.links + 1)
+            self._set_times_locked(ctime=self._store._clock())
+
+    async def dec_links(self) -> None:
+        """Drop a link; ctime is touched. Checkpoint: always. Cancellation: atomic.
+
+        Raises:
+            ValueError: the link count is already 0.
+        """
+        async with self._attr_lock:
+            self._check_open()
+            if self._attrs.links == 0:
+                raise ValueError("link count is already 0")
+            self._attrs = self._attrs.with_(links=self._attrs.links - 1)
+            self._set_times_locked(ctime=self._store._clock())
+
+    async def touch_access_time(self) -> None:
+        """Set atime to now (dirty). Checkpoint: always. Cancellation: atomic."""
+        async with self._attr_lock:
+            self._check_open()
+            if not self._store._noatime:
+                self._set_times_locked(atime=self._store._clock())
+
+    async def touch_modification_and_status_change_time(self) -> None:
+        """Set mtime and ctime to now (dirty). Checkpoint: always. Cancellation: atomic."""
+        async with self._attr_lock:
+            self._check_open()
+            now = self._store._clock()
+            self._set_times_locked(mtime=now, ctime=now)
+
+    async def truncate(self, size: int) -> None:
+        """Set the file size (the seed's three-phase Truncate).
+
+        The backing gets the size first (with setuid/setgid dropped, as Linux does; the cached
+        mode follows only if the backing accepted it). Shrinking then invalidates mappings past
+        the new end, drops those pages, zeroes the tail of the last partial page and discards
+        dirty data past the end without writing it back. Growing leaves the cache alone.
+
+        Checkpoint: always.
+        Cancellation: if cancelled before the backing call, nothing changed; from the backing
+        call on, the truncate completes (shielded).
+        Requires: no inode lock held (takes _attr_lock, then _map_lock and _data_lock).
+
+        Raises:
+            ValueError: a negative size or one past the largest offset.
+            BackingError: the backing refused (size, mode and times unchanged).
+        """
+        if not isinstance(size, int) or size < 0 or size > MAX_OFFSET:
+            raise ValueError(f"invalid size {size!r}")
+        async with self._attr_lock:
+            self._check_open()
+            async with self._data_lock.write_locked():
+                with anyio.CancelScope(shield=True):
+                    a = self.attrs
+                    mask = AttrMask.SIZE
+                    new_mode = _kill_suid(a.mode)
+                    if new_mode != a.mode:
+                        mask |= AttrMask.MODE
+                    try:
+                        await self._set_through_locked(
+                            mask, a.with_(size=size, mode=new_mode), False
+                        )
+                    except Exception as exc:
+                        raise BackingError(f"truncate to {size} failed: {exc}") from exc
+                    old = self._size
+                    self._size = size
+                    self._dirty_attr &= ~AttrMask.SIZE
+                    self._attrs = self._attrs.with_(size=size, mode=new_mode)
+                    now = self._store._clock()
+                    self._set_times_locked(mtime=now, ctime=now)
+                    if size < old:
+                        for _s, _e, op in self._inflight.overlapping(size, MAX_OFFSET):
+                            op.invalid = True
+            if size >= old:
+                return
+            with anyio.CancelScope(shield=True):
+                new_end, old_end = page_round_up(size), page_round_up(old)
+                if new_end != old_end:
+                    async with self._map_lock:
+                        self._maps.invalidate(Range(new_end, old_end), True)
+                async with self._data_lock.write_locked():
+                    self._truncate_cache_locked(size, old_end)
+
+    def _truncate_cache_locked(self, size: int, old_end: int) -> None:
+        """Drop pages past ``size``, zero its partial page, discard dirty data past it.
+
+        Requires: _data_lock held exclusively.
+        """
+        new_end = page_round_up(size)
+        gone = [(s, e) for s, e, _fr in self._cache.clipped(new_end, MAX_OFFSET)]
+        freed = self._cache.truncate_pages(new_end)
+        dropped = sum(length for _o, length in freed)
+        for off, length in freed:
+            self._free_extent(off, length)
+        if size & PAGE_MASK:
+            seg = self._cache.find(size)
+            if seg is not None:
+                s, _e, fr = seg
+                self._store._pool.fill_zero(fr + size - s, new_end - size)
+        self._dirty.keep_clean(size, max(old_end, size))
+        self._count_dropped(new_end, MAX_OFFSET, dropped, "truncate")
+        for s, e in gone:
+            self._touch_chunks(s, e)
+        self._report()
+
+    async def allocate(self, offset: int, length: int) -> None:
+        """Reserve backing storage for ``[offset, offset+length)``, growing the file if needed.
+
+        A range inside the file is a no-op (the seed's); the backing is not called.
+        Checkpoint: always. Cancellation: once the backing call starts it completes (shielded).
+
+        Raises:
+            ValueError: negative values, zero length, or an end past the largest offset.
+            BackingError: the backing refused (nothing changed).
+        """
+        if offset < 0 or length <= 0 or offset + length > MAX_OFFSET:
+            raise ValueError(f"invalid allocation [{offset}, +{length})")
+        async with self._attr_lock:
+            self._check_open()
+            if offset + length <= self._size:
+                await anyio.lowlevel.checkpoint()
+                return
+            async with self._data_lock.write_locked():
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._backing_call(
+                            "allocate", self._backing.allocate(offset, length)
+                        )
+                    except Exception as exc:
+                        raise BackingError(f"allocate failed: {exc}") from exc
+                    self._size = max(self._size, offset + length)
+                    now = self._store._clock()
+                    self._set_times_locked(mtime=now, ctime=now)
+
+    # ------------------------------------------------------------------------------------------
+    # Eviction, invalidation, release
+    # ------------------------------------------------------------------------------------------
+
+    def _evictable_parts(self, start: int, end: int, *, clean_only: bool) -> list[tuple[int, int]]:
+        """Cached sub-ranges of ``[start, end)`` that are unmapped, idle (and clean)."""
+        out: list[tuple[int, int]] = []
+        for s, e, _fr in self._cache.clipped(start, end):
+            parts = [(s, e)]
+            blockers: list[SegmentMap[Any]] = [self._inflight]
+            if clean_only:
+                blockers.append(self._dirty)
+            for m in blockers:
+                nxt: list[tuple[int, int]] = []
+                for ps, pe in parts:
+                    nxt.extend(m.gaps(ps, pe))
+                parts = nxt
+            if self._maps.mapped_bytes():
+                nxt = []
+                for ps, pe in parts:
+                    nxt.extend((r.start, r.end) for r in self._maps.unmapped_ranges(ps, pe))
+                parts = nxt
+            out.extend(parts)
+        return out
+
+    def _drop_nowait(self, start: int, end: int, reason: str, *, clean_only: bool = True) -> int:
+        """Drop the clean (or all), unmapped, idle cached pages of ``[start, end)``.
+
+        Synchronous: safe from any task, no lock needed (one event-loop thread). Returns bytes
+        freed. Complexity: O(log n + k).
+        """
+        freed = 0
+        for s, e in self._evictable_parts(start, end, clean_only=clean_only):
+            for off, length in self._cache.drop(s, e):
+                self._free_extent(off, length)
+                freed += length
+            if not clean_only:
+                self._dirty.keep_clean(s, e)
+        if freed:
+            self._count_dropped(start, end, freed, reason)
+            self._touch_chunks(start, end)
+            self._report()
+        return freed
+
+    def _count_dropped(self, start: int, end: int, freed: int, reason: str) -> None:
+        counters = self._store._counters
+        counters.evicted_bytes[reason] += freed
+        if self._ra_unused:
+            wasted = self._ra_unused.remove(start, end)
+            for s, e, _ in wasted:
+                if self._cache.covered_bytes(s, e) == 0:
+                    counters.readahead_wasted_bytes += e - s
+                else:
+                    self._ra_unused.insert(s, e, True)
+
+    def _chunk_evictable(self, idx: int, clean_only: bool) -> bool:
+        cs = idx << CHUNK_SHIFT
+        return bool(self._evictable_parts(cs, cs + CHUNK_SIZE, clean_only=clean_only))
+
+    async def _evict_chunk(self, idx: int, reason: str) -> int:
+        """Write back and drop one chunk's evictable pages (the evictor's unit of work).
+
+        Dirty data is written back first in one coalesced run around the chunk; if that fails
+        the data stays dirty and cached and WritebackError propagates.
+        Checkpoint: when the chunk is dirty. Cancellation: pages not dropped stay cached.
+        """
+        cs = idx << CHUNK_SHIFT
+        ce = cs + CHUNK_SIZE
+        if self._dirty.covered_bytes(cs, ce):
+            runs = self._dirty.dirty_ranges(cs, ce)
+            lo = runs[0][0]
+            hi = runs[-1][1]
+            # Extend to the whole dirty segments around the chunk, up to the run cap.
+            seg = self._dirty.find(lo)
+            if seg is not None:
+                lo = max(seg[0], lo - self._store._tunables.writeback_max_run // 2)
+            seg = self._dirty.find(hi - 1)
+            if seg is not None:
+                hi = min(seg[1], hi + self._store._tunables.writeback_max_run // 2)
+            await self._writeback(lo, hi)
+        return self._drop_nowait(cs, ce, reason)
+
+    async def evict(self, start: int, end: int) -> None:
+        """Write back, then drop, the unmapped cached pages of ``[start, end)`` (rounded out to
+        pages). Mapped pages are left alone (the seed's Evict); unlike the seed, a failed
+        write-back keeps the data dirty and cached and raises.
+
+        Checkpoint: always. Cancellation: whatever was not yet dropped stays cached and dirty.
+
+        Raises:
+            ValueError: an invalid range.
+            WritebackError: dirty data could not be written back (it stays).
+        """
+        r = Range(start, end).page_rounded_out()
+        self._check_open()
+        await self._writeback_unmapped(r.start, r.end)
+        self._drop_nowait(r.start, r.end, "explicit")
+        await anyio.lowlevel.checkpoint()
+
+    async def _writeback_unmapped(self, start: int, end: int) -> None:
+        for r in self._maps.unmapped_ranges(start, end):
+            await self._writeback(r.start, r.end)
+
+    async def shrink(self, target_bytes: int = 0) -> int:
+        """Write back and drop unmapped pages of this inode until it caches at most
+        ``target_bytes``; return the bytes it caches after. Checkpoint: always.
+
+        Raises:
+            WritebackError: dirty data could not be written back (it stays).
+        """
+        self._check_open()
+        for s, e in [(r.start, r.end) for r in self.cached_ranges()]:
+            if self._cache.total() <= target_bytes:
+                break
+            await self._writeback_unmapped(s, e)
+            self._drop_nowait(s, e, "shrink")
+        await anyio.lowlevel.checkpoint()
+        return self._cache.total()
+
+    async def invalidate_unsavable(self) -> None:
+        """Invalidate every mapping, write back all dirty data, then empty the cache.
+
+        If the write-back fails the cache is kept (and the error raised).
+        Checkpoint: always. Cancellation: the cache is either kept or emptied, never half.
+        Requires: no inode lock held (takes _map_lock, then _data_lock).
+
+        Raises:
+            WritebackError: dirty data could not be written back.
+        """
+        self._check_open()
+        async with self._map_lock:
+            self._maps.invalidate_all(False)
+            await self._writeback(0, MAX_OFFSET)
+            async with self._data_lock.write_locked():
+                self._drop_all_locked("invalidate")
+
+    def _drop_all_locked(self, reason: str) -> None:
+        """Empty cache and dirty set (pinned pool pages are freed when unpinned).
+
+        Requires: _data_lock held exclusively.
+        """
+        for _s, _e, op in self._inflight.segments():
+            op.invalid = True
+        gone = [(s, e) for s, e, _fr in self._cache.segments()]
+        dropped = 0
+        for off, length in self._cache.drop(0, MAX_OFFSET):
+            self._free_extent(off, length)
+            dropped += length
+        self._dirty.clear()
+        if dropped:
+            self._count_dropped(0, MAX_OFFSET, dropped, reason)
+        for s, e in gone:
+            self._touch_chunks(s, e)
+        self._report()
+
+    async def notify_change_fd(self) -> None:
+        """The backing's host descriptor changed: re-make internal host mappings onto it,
+        then invalidate every mapping. If re-mapping fails, old mappings stay and it raises.
+
+        Checkpoint: always.
+
+        Raises:
+            BackingError: the new descriptor could not be mapped.
+        """
+        self._check_open()
+        try:
+            self._regenerate_host_maps()
+        except OSError as exc:
+            raise BackingError(f"re-mapping onto the new descriptor failed: {exc}") from exc
+        async with self._map_lock:
+            self._maps.invalidate_all(False)
+
+    async def release(self) -> None:
+        """Write back all dirty data, then empty the cache and close the inode.
+
+        Unlike the seed, a write-back failure raises (the inode stays open, data kept) instead
+        of panicking, and mappings still present raise instead of panicking.
+        Checkpoint: always. Cancellation: the inode stays open with its data (or is released).
+        Requires: no inode lock held.
+
+        Raises:
+            CacheError: mappings still exist.
+            WritebackError: dirty data could not be written back.
+        """
+        if self._closed:
+            await anyio.lowlevel.checkpoint()
+            return
+        async with self._map_lock:
+            if self._maps.mapped_bytes():
+                raise CacheError("release with mappings still present")
+            await self._writeback(0, MAX_OFFSET)
+            async with self._data_lock.write_locked():
+                if self._dirty.total():
+                    raise WritebackError(
+                        "dirty data appeared during release", self.dirty_ranges()
+                    )
+                self._drop_all_locked("release")
+                self._closed = True
+                for mm, _w in self._host_maps.values():
+                    mm.close()
+                self._host_maps.clear()
+                self._store._inode_released(self)
+
+    # ------------------------------------------------------------------------------------------
+    # Host-FD mode (the seed's IncRef/DecRef/MapInternal)
+    # ------------------------------------------------------------------------------------------
+
+    def inc_ref(self, r: Range) -> None:
+        """Add a reference to the host-file pages of ``r`` (page-aligned); 0→1 pages count as
+        mapped. Synchronous.
+
+        Raises:
+            ValueError: a misaligned range.
+        """
+        if not r.is_page_aligned():
+            raise ValueError("inc_ref needs a page-aligned range")
+        self._host_refs.increment(r.start, r.end)
+
+    def dec_ref(self, r: Range) -> None:
+        """Drop a reference added by :meth:`inc_ref`.
+
+        Raises:
+            ValueError: a misaligned range, or a page with no reference.
+        """
+        if not r.is_page_aligned():
+            raise ValueError("dec_ref needs a page-aligned range")
+        self._host_refs.decrement(r.start, r.end)
+
+    @property
+    def host_referenced_bytes(self) -> int:
+        """Bytes of host-file pages with a reference (the seed's Mapped usage in host mode)."""
+        return self._host_refs.referenced_bytes()
+
+    def map_internal(self, r: Range, write: bool) -> list[memoryview]:
+        """Memoryviews of the backing's host file over ``r``, mmapped in 2 MiB chunks (the seed's
+        hostFileMapper). A read-only chunk is upgraded when ``write`` is asked. The range is
+        clipped to the file size, since touching a mapping past EOF faults.
+
+        Raises:
+            CacheError: the backing has no host descriptor.
+            ValueError: an empty range.
+        """
+        fd = self._backing.fd()
+        if fd < 0:
+            raise CacheError("map_internal needs a backing with a host file descriptor")
+        if not r:
+            raise ValueError("map_internal needs a non-empty range")
+        end = min(r.end, self._size)
+        out: list[memoryview] = []
+        pos = r.start
+        while pos < end:
+            chunk = pos // HOST_CHUNK
+            base = chunk * HOST_CHUNK
+            length = min(HOST_CHUNK, self._size - base)
+            mm = self._host_map(fd, chunk, base, length, write)
+            stop = min(end, base + length)
+            out.append(memoryview(mm)[pos - base : stop - base])
+            pos = stop
+        return out
+
+    def _host_map(self, fd: int, chunk: int, base: int, length: int, write: bool) -> mmap.mmap:
+        have = self._host_maps.get(chunk)
+        if have is not None and len(have[0]) >= length and (have[1] or not write):
+            return have[0]
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if write or (have and have[1]) else 0)
+        mm = mmap.mmap(fd, length, mmap.MAP_SHARED, prot, offset=base)
+        if have is not None:
+            try:
+                have[0].close()
+            except BufferError:
+                pass  # a caller still holds a view of the old mapping; it stays valid
+        self._host_maps[chunk] = (mm, bool(prot & mmap.PROT_WRITE))
+        return mm
+
+    def _regenerate_host_maps(self) -> None:
+        fd = self._backing.fd()
+        if not self._host_maps:
+            return
+        if fd < 0:
+            raise OSError(errno.EBADF, "the backing no longer has a host descriptor")
+        new: dict[int, tuple[mmap.mmap, bool]] = {}
+        try:
+            for chunk, (mm, w) in self._host_maps.items():
+                prot = mmap.PROT_READ | (mmap.PROT_WRITE if w else 0)
+                new[chunk] = (mmap.mmap(fd, len(mm), mmap.MAP_SHARED, prot, offset=0), w)
+        except OSError:
+            for m, _ in new.values():
+                m.close()
+            raise
+        for chunk, (mm, _w) in self._host_maps.items():
+            try:
+                mm.close()
+            except BufferError:
+                pass
+            del chunk
+        self._host_maps = new
+
+    # ------------------------------------------------------------------------------------------
+    # Backing calls, accounting, checks
+    # ------------------------------------------------------------------------------------------
+
+    async def _backing_read(self, offset: int, views: Sequence[memoryview]) -> int:
+        n: int = await self._backing_call("read", self._backing.read_into(offset, views))
+        return n
+
+    async def _backing_write(self, offset: int, views: Sequence[memoryview]) -> int:
+        n: int = await self._backing_call("write", self._backing.write_from(offset, views))
+        return n
+
+    async def _backing_call(self, op: str, coro: Any) -> Any:
+        """Await one backing request, counting and timing it by operation."""
+        counters = self._store._counters
+        counters.backing_requests[op] += 1
+        t0 = time.perf_counter()
+        try:
+            return await coro
+        except Exception:
+            counters.backing_errors[op] += 1
+            raise
+        finally:
+            dt = time.perf_counter() - t0
+            counters.backing_seconds[op] += dt
+            self._store._observe_backing(op, dt)
+
+    def _report(self) -> None:
+        """Push this inode's byte-count changes into the store's totals. O(1)."""
+        store = self._store
+        c = self._cache.total()
+        d = self._dirty.total()
+        m = self._maps.mapped_bytes()
+        store._cached_bytes += c - self._reported_cached
+        store._dirty_bytes += d - self._reported_dirty
+        store._mapped_bytes += m - self._reported_mapped
+        if d and not self._reported_dirty:
+            self._dirtied_at = time.monotonic()
+        elif not d:
+            self._dirtied_at = None
+        self._reported_cached, self._reported_dirty, self._reported_mapped = c, d, m
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("inode released")
+
+    def _check_invariants(self) -> None:
+        """Raise AssertionError unless the invariants in the class docstring hold."""
+        self._cache.check_invariants()
+        self._dirty.check_invariants()
+        self._inflight.check_invariants()
+        self._pins.check_invariants()
+        for s, e, _keep in self._dirty.segments():
+            assert self._cache.is_covered(s, e), f"dirty [{s}, {e}) not cached"
+        for s, _e, _fr in self._cache.segments():
+            assert s < page_round_up(self._size), f"cached page at {s} past size {self._size}"
+        for s, e, keep in self._dirty.segments():
+            if keep:
+                assert not self._maps.unmapped_ranges(s, e), f"keep-dirty [{s}, {e}) unmapped"
+        for s, e, op in self._inflight.segments():
+            if op.kind == _WRITEBACK:
+                assert self._cache.is_covered(s, e), f"write-back [{s}, {e}) not cached"
+            else:
+                assert self._cache.covered_bytes(s, e) == 0, f"fill/write [{s}, {e}) cached"
+        want = set()
+        for s, e, _fr in self._cache.segments():
+            for idx in range(s >> CHUNK_SHIFT, ((e - 1) >> CHUNK_SHIFT) + 1):
+                want.add(self._key_base | idx)
+        have = set(self._store._policy_keys_of(self))
+        assert want == have, f"policy keys differ: missing {want - have}, extra {have - want}"
+        assert self._reported_cached == self._cache.total()
+        assert self._reported_dirty == self._dirty.total()
+
+
+def _kill_suid(mode: int) -> int:
+    """Drop setuid, and setgid when group-execute is set (Linux's should_remove_suid)."""
+    mode &= ~S_ISUID
+    if mode & S_ISGID and mode & S_IXGRP:
+        mode &= ~S_ISGID
+    return mode
+
+
+def _aligned_range(start: int, end: int) -> Range:
+    r = Range(start, end)
+    if not r or not r.is_page_aligned():
+        raise ValueError(f"mapping range [{start}, {end}) must be non-empty and page-aligned")
+    return r
+
+
+def _check_offset(offset: int) -> None:
+    if offset < 0 or offset & PAGE_MASK:
+        raise ValueError(f"mapping offset {offset} must be page-aligned and non-negative")

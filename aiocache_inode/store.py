@@ -1,0 +1,599 @@
+"""The store: one byte-budgeted pool for many caching inodes, with its background tasks.
+
+``async with CacheStore(memory_limit=...) as store`` owns the pool, the evictor and the flusher
+(one anyio task group; no detached task), the inode table and the metrics. Closed inodes keep
+their pages until eviction takes them or ``forget`` releases them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, final
+
+import anyio
+import anyio.abc
+
+from .attrs import now_ns
+from .errors import CacheError, ClosedError, NotFoundError, WritebackError
+from .eviction import BudgetPressure, PressureSource, run_evictor
+from .inode import CHUNK_SHIFT, KEY_SHIFT, CachingInode
+from .memory import MemoryPool
+from .policies import make_policy
+from .stats import Counters, StoreStatistics
+from .writeback import balance_dirty, run_flusher
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
+    from types import TracebackType
+
+    from prometheus_client import CollectorRegistry
+
+    from .backing.base import BackingFile
+    from .metrics import StoreMetrics
+
+__all__ = ["CacheStore", "Tunables"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Tunables:
+    """Every knob in one table; ``CacheStore(**tunables)`` overrides any of them by name."""
+
+    policy: str = "s3fifo"  # eviction policy by name: "lru", "s3fifo", "clock"
+    high_watermark: float = 0.95  # evictor wakes above this fraction of memory_limit
+    low_watermark: float = 0.85  # ...and evicts down to this fraction
+    pressure_poll_interval: float = 0.5  # s; how often pressure sources are polled
+    readahead_initial: int = 128 << 10  # first sequential window (bytes)
+    readahead_max: int = 8 << 20  # largest sequential window
+    readahead_request: int = 1 << 20  # a window goes out as requests of at most this size
+    readahead_cap: int = 0  # speculative bytes in flight; 0 = memory_limit // 4
+    hit_yield_every: int = 64  # a run of hits checkpoints at least this often
+    writeback_interval: float = 1.0  # s; flusher period
+    dirty_expire: float = 5.0  # s; dirty data older than this is written back
+    dirty_background_bytes: int = 0  # flusher writes everything above this; 0 = limit // 10
+    dirty_limit_bytes: int = 0  # writers are throttled above this; 0 = limit // 4
+    writeback_max_run: int = 8 << 20  # largest single write-back request
+    arena_size: int = 64 << 20  # bytes per anonymous mmap arena of the pool
+    noatime: bool = False  # reads do not touch atime
+
+    def resolved(self, memory_limit: int) -> Tunables:
+        """Fill the zero defaults that depend on the budget, and validate."""
+        t = self
+        if t.readahead_cap == 0:
+            t = replace(t, readahead_cap=max(memory_limit // 4, 1 << 20))
+        if t.dirty_background_bytes == 0:
+            t = replace(t, dirty_background_bytes=max(memory_limit // 10, 1 << 20))
+        if t.dirty_limit_bytes == 0:
+            t = replace(t, dirty_limit_bytes=max(memory_limit // 4, 4 << 20))
+        if not 0 < t.low_watermark <= t.high_watermark <= 1:
+            raise ValueError("need 0 < low_watermark <= high_watermark <= 1")
+        for name in ("readahead_initial", "readahead_max", "readahead_request", "hit_yield_every"):
+            if getattr(t, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("pressure_poll_interval", "writeback_interval", "dirty_expire"):
+            if getattr(t, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if t.writeback_max_run < 4096:
+            raise ValueError("writeback_max_run must be at least one page")
+        return t
+
+
+_TUNABLE_NAMES = frozenset(f.name for f in fields(Tunables))
+
+
+@final
+class _OpenInode:
+    """``async with store.open(key, backing) as inode``."""
+
+    __slots__ = ("_backing", "_inode", "_key", "_store")
+
+    def __init__(self, store: CacheStore, key: Hashable, backing: Any) -> None:
+        self._store = store
+        self._key = key
+        self._backing = backing
+        self._inode: CachingInode | None = None
+
+    async def __aenter__(self) -> CachingInode:
+        inode = await self._store._get_or_create(self._key, self._backing)
+        inode._users += 1
+        self._inode = inode
+        return inode
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._inode is not None:
+            self._inode._users -= 1
+            self._inode = None
+
+
+@final
+class CacheStore:
+    """One byte-budgeted page cache for many inodes, with eviction, write-back and metrics.
+
+    Args:
+        memory_limit: the budget in bytes the evictor keeps usage under. Usage may pass it only
+            by what operations in flight hold (pages being filled, pinned views).
+        registry: a prometheus_client CollectorRegistry (default: the global one); pass
+            ``False`` for no metrics.
+        write_back: cache writes to uncached ranges (flushed later) instead of writing through.
+        pressure: extra pressure sources (``CgroupPressure``, ``PsiPressure``) besides the budget.
+        clock: nanosecond wall clock for timestamps (tests inject one).
+        **tunables: any field of :class:`Tunables`.
+    """
+
+    def __init__(
+        self,
+        memory_limit: int,
+        *,
+        registry: CollectorRegistry | None | bool = None,
+        write_back: bool = False,
+        pressure: list[PressureSource] | None = None,
+        clock: Callable[[], int] = now_ns,
+        **tunables: Any,
+    ) -> None:
+        if not isinstance(memory_limit, int) or memory_limit <= 0:
+            raise ValueError(f"memory_limit must be a positive int, not {memory_limit!r}")
+        unknown = set(tunables) - _TUNABLE_NAMES
+        if unknown:
+            raise TypeError(f"unknown tunables: {sorted(unknown)}; known: {sorted(_TUNABLE_NAMES)}")
+        self._memory_limit = memory_limit
+        self._tunables = Tunables(**tunables).resolved(memory_limit)
+        t = self._tunables
+        self._write_back = bool(write_back)
+        self._clock = clock
+        self._noatime = t.noatime
+        self._pool = MemoryPool(arena_size=t.arena_size)
+        self._policy = make_policy(t.policy)
+        self._budget = BudgetPressure(t.high_watermark, t.low_watermark)
+        self._pressure: list[PressureSource] = list(pressure or [])
+        self._counters = Counters()
+        self._hit_yield_every = t.hit_yield_every
+        self._hit_credit = t.hit_yield_every
+        # Totals the inodes push deltas into (inode._report).
+        self._cached_bytes = 0
+        self._dirty_bytes = 0
+        self._mapped_bytes = 0
+        self._readahead_inflight = 0
+        # The inode table. Resident inodes, by key and by id (policy keys carry the id).
+        self._inodes: dict[Hashable, CachingInode] = {}
+        self._by_id: dict[int, CachingInode] = {}
+        self._opening: dict[Hashable, anyio.Event] = {}
+        self._ids = itertools.count(1)
+        # Background tasks and their wake-ups.
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._running = False
+        self._closed = False
+        self._evict_wakeup = anyio.Event()
+        self._evict_progress = anyio.Event()
+        self._flush_wakeup = anyio.Event()
+        self._flush_progress = anyio.Event()
+        self._flush_progress_bytes = 0
+        self._metrics: StoreMetrics | None = None
+        if registry is not False:
+            from .metrics import StoreMetrics
+
+            self._metrics = StoreMetrics(self, None if registry is True else registry)
+
+    # ------------------------------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> CacheStore:
+        if self._closed or self._running:
+            raise CacheError("a CacheStore can be entered once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._running = True
+        tg.start_soon(run_evictor, self, name="aiocache_inode evictor")
+        tg.start_soon(run_flusher, self, name="aiocache_inode flusher")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Write everything back, stop the tasks, release the pool.
+
+        Checkpoint: always. Cancellation: the final write-back runs shielded.
+
+        Raises:
+            WritebackError: some inodes' data could not be written back (listed); their data is
+                lost with the store, so this is loud.
+        """
+        failures: list[str] = []
+        with anyio.CancelScope(shield=True):
+            for key, inode in list(self._inodes.items()):
+                try:
+                    await inode.write_out()
+                except CacheError as e:
+                    failures.append(f"{key!r}: {e}")
+        self._running = False
+        tg = self._tg
+        assert tg is not None
+        tg.cancel_scope.cancel()
+        # The task group's own scope must be the innermost one when it exits.
+        await tg.__aexit__(None, None, None)
+        self._tg = None
+        self._closed = True
+        for inode in list(self._inodes.values()):
+            inode._closed = True
+        self._inodes.clear()
+        self._by_id.clear()
+        if self._metrics is not None:
+            self._metrics.unregister()
+        self._pool.close()
+        if failures and exc is None:
+            raise WritebackError("write-back failed on close: " + "; ".join(failures))
+        if failures:
+            log.error("write-back failed on close: %s", "; ".join(failures))
+        return None
+
+    def _spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        if self._tg is None:
+            raise ClosedError("the store is not running")
+        self._tg.start_soon(fn, *args)
+
+    # ------------------------------------------------------------------------------------------
+    # Inode table
+    # ------------------------------------------------------------------------------------------
+
+    def open(self, key: Hashable, backing: BackingFile | Callable[[], Awaitable[BackingFile]]) -> _OpenInode:
+        """``async with store.open(key, backing) as inode``: the inode for ``key``.
+
+        ``backing`` (a BackingFile, or a zero-argument async callable returning one) is used only
+        when ``key`` has no resident inode. Leaving the block keeps the pages cached.
+
+        Raises:
+            TypeError: ``key`` is not hashable, or ``backing`` is neither form.
+            ClosedError: the store is not running.
+            BackingError: the backing could not be opened or its attributes read.
+        """
+        hash(key)
+        if not (callable(backing) or hasattr(backing, "read_into")):
+            raise TypeError("backing must be a BackingFile or an async callable returning one")
+        return _OpenInode(self, key, backing)
+
+    async def _get_or_create(self, key: Hashable, backing: Any) -> CachingInode:
+        from .errors import BackingError
+
+        while True:
+            if not self._running:
+                raise ClosedError("the store is not running")
+            inode = self._inodes.get(key)
+            if inode is not None and not inode._closed:
+                await anyio.lowlevel.checkpoint()
+                return inode
+            pending = self._opening.get(key)
+            if pending is None:
+                break
+            await pending.wait()
+        done = self._opening[key] = anyio.Event()
+        try:
+            b = backing
+            if not hasattr(b, "read_into"):
+                b = backing()
+                if inspect.isawaitable(b):
+                    b = await b
+            try:
+                attrs = await b.get_attributes()
+            except Exception as exc:
+                raise BackingError(f"reading attributes of {key!r} failed: {exc}") from exc
+            inode_id = next(self._ids)
+            inode = CachingInode(self, key, inode_id, b, attrs)
+            self._inodes[key] = inode
+            self._by_id[inode_id] = inode
+            return inode
+        finally:
+            del self._opening[key]
+            done.set()
+
+    def get(self, key: Hashable) -> CachingInode:
+        """The resident inode for ``key``.
+
+        Raises:
+            NotFoundError: no resident inode.
+        """
+        inode = self._inodes.get(key)
+        if inode is None:
+            raise NotFoundError(key)
+        return inode
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._inodes
+
+    def keys(self) -> Iterator[Hashable]:
+        """Keys of the resident inodes."""
+        return iter(list(self._inodes))
+
+    async def forget(self, key: Hashable) -> None:
+        """Write back ``key``'s data, then release its inode and pages.
+
+        Checkpoint: always. Cancellation: the inode stays resident with its data.
+
+        Raises:
+            NotFoundError: no resident inode for ``key``.
+            WritebackError: data could not be written back (the inode stays, data kept).
+        """
+        inode = self.get(key)
+        await inode.write_out()
+        await inode.release()
+
+    def _inode_released(self, inode: CachingInode) -> None:
+        if self._inodes.get(inode._key) is inode:
+            del self._inodes[inode._key]
+        self._by_id.pop(inode._id, None)
+        inode._report()
+
+    def _policy_keys_of(self, inode: CachingInode) -> Iterator[int]:
+        base = inode._id
+        return (k for k in self._policy.keys() if k >> KEY_SHIFT == base)
+
+    # ------------------------------------------------------------------------------------------
+    # Budget
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def memory_limit(self) -> int:
+        """The byte budget."""
+        return self._memory_limit
+
+    @property
+    def usage(self) -> int:
+        """Bytes of pool pages held: cached, being filled, pinned (not free arena space)."""
+        return self._pool.used_bytes
+
+    @property
+    def dirty_bytes(self) -> int:
+        """Bytes of dirty data over all inodes."""
+        return self._dirty_bytes
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of cached file data over all inodes."""
+        return self._cached_bytes
+
+    @property
+    def pinned_bytes(self) -> int:
+        """Bytes of file ranges mapped by views (never evicted)."""
+        return self._mapped_bytes
+
+    @property
+    def tunables(self) -> Tunables:
+        """The resolved tunables."""
+        return self._tunables
+
+    @property
+    def write_back(self) -> bool:
+        """Whether writes to uncached ranges are cached and flushed later."""
+        return self._write_back
+
+    def _victim_inode(self, key: int) -> tuple[CachingInode | None, int]:
+        return self._by_id.get(key >> KEY_SHIFT), key & ((1 << KEY_SHIFT) - 1)
+
+    def _reserve_nowait(self, nbytes: int) -> bool:
+        """Make room for ``nbytes`` by dropping clean, unpinned, idle chunks in policy order.
+
+        Synchronous. True when usage + nbytes fits the budget afterwards.
+        """
+        limit = self._memory_limit
+        pool = self._pool
+        if pool.used_bytes + nbytes <= limit:
+            if pool.used_bytes + nbytes > self._budget.high * limit:
+                self._wake_evictor()
+            return True
+        policy = self._policy
+
+        def clean(key: int) -> bool:
+            inode, idx = self._victim_inode(key)
+            return inode is not None and inode._chunk_evictable(idx, True)
+
+        while pool.used_bytes + nbytes > limit:
+            key = policy.pop_victim(clean)
+            if key is None:
+                break
+            inode, idx = self._victim_inode(key)
+            if inode is None:
+                continue
+            inode._drop_nowait(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT, "pressure")
+        self._wake_evictor()
+        return pool.used_bytes + nbytes <= limit
+
+    async def _wait_for_room(self, nbytes: int) -> bool:
+        """Direct reclaim: write back and drop dirty chunks until ``nbytes`` fits.
+
+        Returns False when nothing more can be evicted (everything pinned, in flight, or dirty
+        with a failing backing): the caller then bypasses the cache or goes over budget.
+        Checkpoint: always. Cancellation: nothing to undo.
+        """
+        await anyio.lowlevel.checkpoint()
+        if self._pool.used_bytes + nbytes <= self._memory_limit:
+            return True
+        try:
+            await self._evict_to(self._memory_limit - nbytes, "pressure", max_chunks=64)
+        except CacheError:
+            pass
+        return self._pool.used_bytes + nbytes <= self._memory_limit
+
+    async def _evict_to(self, target: int, reason: str, *, max_chunks: int | None = None) -> int:
+        """Evict in policy order (writing back dirty chunks) until usage <= target.
+
+        Checkpoint: when a dirty chunk is written back.
+        Cancellation: stops between chunks; unfinished chunks stay cached (and dirty).
+        """
+        policy = self._policy
+
+        def evictable(key: int) -> bool:
+            inode, idx = self._victim_inode(key)
+            return inode is not None and inode._chunk_evictable(idx, False)
+
+        count = 0
+        failed: list[int] = []
+        try:
+            while self._pool.used_bytes > target:
+                if max_chunks is not None and count >= max_chunks:
+                    break
+                key = policy.pop_victim(evictable)
+                if key is None:
+                    break
+                count += 1
+                inode, idx = self._victim_inode(key)
+                if inode is None:
+                    continue
+                try:
+                    await inode._evict_chunk(idx, reason)
+                except WritebackError as exc:
+                    log.warning("eviction write-back of %r failed: %s", inode.key, exc)
+                    failed.append(key)
+                if not inode._closed:
+                    inode._touch_chunks(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT)
+        finally:
+            for key in failed:
+                inode, idx = self._victim_inode(key)
+                if inode is not None and not inode._closed:
+                    inode._touch_chunks(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT)
+        return self._pool.used_bytes
+
+    async def shrink(self, target_bytes: int) -> int:
+        """Evict (writing back first) until usage is at most ``target_bytes`` or nothing
+        evictable is left; return the usage after.
+
+        Checkpoint: always. Cancellation: stops between chunks; nothing is lost.
+
+        Raises:
+            ValueError: a negative target.
+            WritebackError: some dirty data could not be written back (it stays cached);
+                raised after every other evictable chunk was tried.
+        """
+        if not isinstance(target_bytes, int) or target_bytes < 0:
+            raise ValueError(f"invalid shrink target {target_bytes!r}")
+        await anyio.lowlevel.checkpoint()
+        errors: list[str] = []
+        dirty_before = self._dirty_bytes
+        await self._evict_to(target_bytes, "shrink")
+        if self._pool.used_bytes > target_bytes and self._dirty_bytes:
+            # Name what could not be written back.
+            for inode in list(self._inodes.values()):
+                try:
+                    await inode._writeback(0, 1 << 62)
+                except WritebackError as exc:
+                    errors.append(f"{inode.key!r}: {exc}")
+            await self._evict_to(target_bytes, "shrink")
+        if errors:
+            raise WritebackError(
+                f"shrink could not write back {self._dirty_bytes} of {dirty_before} dirty bytes: "
+                + "; ".join(errors)
+            )
+        return self._pool.used_bytes
+
+    def _pressure_target(self) -> int | None:
+        usage = self._pool.used_bytes
+        limit = self._memory_limit
+        targets = [
+            t
+            for t in (src.target(usage, limit) for src in [self._budget, *self._pressure])
+            if t is not None
+        ]
+        return min(targets) if targets else None
+
+    def _wake_evictor(self) -> None:
+        self._evict_wakeup.set()
+
+    # ------------------------------------------------------------------------------------------
+    # Dirty data
+    # ------------------------------------------------------------------------------------------
+
+    def _over_background_dirty(self) -> bool:
+        return self._dirty_bytes > self._tunables.dirty_background_bytes
+
+    def _wake_flusher(self) -> None:
+        self._flush_wakeup.set()
+
+    async def _balance_dirty(self) -> None:
+        await balance_dirty(self)
+
+    async def sync(self) -> None:
+        """``write_out`` every resident inode.
+
+        Raises:
+            WritebackError: some data could not be written back (named; it stays dirty).
+        """
+        failures: list[str] = []
+        for key, inode in list(self._inodes.items()):
+            try:
+                await inode.write_out()
+            except CacheError as exc:
+                failures.append(f"{key!r}: {exc}")
+        if failures:
+            raise WritebackError("write-back failed: " + "; ".join(failures))
+
+    # ------------------------------------------------------------------------------------------
+    # Observability
+    # ------------------------------------------------------------------------------------------
+
+    def _observe_writeback(self, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.writeback_seconds.observe(seconds)
+
+    def _observe_backing(self, op: str, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.backing_seconds.labels(op).observe(seconds)
+
+    def statistics(self) -> StoreStatistics:
+        """A snapshot of usage by kind and every counter."""
+        c = self._counters
+        return StoreStatistics(
+            memory_limit=self._memory_limit,
+            usage=self._pool.used_bytes,
+            cached_bytes=self._cached_bytes,
+            dirty_bytes=self._dirty_bytes,
+            pinned_bytes=self._mapped_bytes,
+            arena_bytes=self._pool.arena_bytes,
+            inodes=len(self._inodes),
+            cache_hits=c.cache_hits,
+            cache_misses=c.cache_misses,
+            read_bytes_cache=c.read_bytes_cache,
+            read_bytes_backing=c.read_bytes_backing,
+            written_bytes=c.written_bytes,
+            writethrough_bytes=c.writethrough_bytes,
+            writeback_bytes=c.writeback_bytes,
+            writeback_errors=c.writeback_errors,
+            writeback_runs=c.writeback_runs,
+            eviction_runs=c.eviction_runs,
+            readahead_bytes=c.readahead_bytes,
+            readahead_used_bytes=c.readahead_used_bytes,
+            readahead_wasted_bytes=c.readahead_wasted_bytes,
+            throttled_seconds=c.throttled_seconds,
+            evicted_bytes=dict(c.evicted_bytes),
+            backing_requests=dict(c.backing_requests),
+            backing_errors=dict(c.backing_errors),
+            backing_seconds=dict(c.backing_seconds),
+        )
+
+    def _check_invariants(self) -> None:
+        """Raise AssertionError unless the store's totals match its inodes and pool."""
+        self._pool.check_invariants()
+        self._policy.check_invariants()
+        inodes = list(self._inodes.values())
+        for inode in inodes:
+            inode._check_invariants()
+        assert self._cached_bytes == sum(i._cache.total() for i in inodes)
+        assert self._dirty_bytes == sum(i._dirty.total() for i in inodes)
+        ids = {i._id for i in inodes}
+        for key in self._policy.keys():
+            assert key >> KEY_SHIFT in ids, f"policy key {key:#x} of no resident inode"
+        ops = {id(op): op for i in inodes for _s, _e, op in i._inflight.segments()}
+        filling = sum(length for op in ops.values() for _off, length in op.extents)
+        deferred = sum(i._deferred_free.total() for i in inodes)
+        held = self._cached_bytes + filling + deferred
+        assert self._pool.used_bytes == held, f"pool {self._pool.used_bytes} != held {held}"

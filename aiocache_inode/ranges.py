@@ -14,8 +14,9 @@ __all__ = ["MAX_OFFSET", "PAGE_MASK", "PAGE_SIZE", "Range", "page_round_down", "
 
 PAGE_SIZE: Final = 4096
 PAGE_MASK: Final = PAGE_SIZE - 1
-#: Largest file offset the library accepts (the seed clamps to MaxInt64).
-MAX_OFFSET: Final = (1 << 63) - 1
+#: Largest file offset the library accepts: the seed clamps to MaxInt64; this is the last page
+#: boundary below it, so every page-rounded range stays in bounds.
+MAX_OFFSET: Final = (1 << 63) - PAGE_SIZE
 
 
 def page_round_down(x: int) -> int:

@@ -1,0 +1,175 @@
+"""Which file pages are cached, and where in the pool they live (the seed's ``FileRangeSet``).
+
+A :class:`CacheMap` maps page-aligned file ranges to pool offsets: a segment ``[s, e) -> p``
+says file offset ``s + i`` is cached at pool offset ``p + i``. Segments merge only when they
+are adjacent in both the file and the pool, so one segment is always one contiguous pool extent
+and can be handed to the pool (or to ``os.preadv``) as one buffer.
+
+Filling (reading the backing file into fresh pool extents) is the inode's job; this module only
+keeps the map and hands back the extents a drop or truncate frees, so the caller can release
+them to the pool. The owner's ``_data_lock`` protects it (lock order: see ``inode.py``).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import final
+
+from .ranges import PAGE_MASK
+from .segments import SegmentMap
+
+__all__ = ["CacheMap"]
+
+
+def _advance(pool_offset: int, delta: int) -> int:
+    """Split rule: the right piece starts ``delta`` bytes further into the pool."""
+    return pool_offset + delta
+
+
+def _contiguous(left_pool: int, left_length: int, right_pool: int) -> bool:
+    """Merge rule: the right piece continues the left one in the pool."""
+    return left_pool + left_length == right_pool
+
+
+def _check_aligned(start: int, end: int) -> None:
+    if (start | end) & PAGE_MASK:
+        raise ValueError(f"range [{start:#x}, {end:#x}) is not page-aligned")
+
+
+@final
+class CacheMap(SegmentMap[int]):
+    """Page-aligned file ranges mapped to their pool offsets ("FR start" in the seed).
+
+    Mutators taking a range require page alignment (``ValueError``), on top of the checks of
+    :class:`~aiocache_inode.segments.SegmentMap`. Queries accept any offsets.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(split=_advance, can_merge=_contiguous)
+
+    def pool_offset(self, offset: int) -> tuple[int, int, int] | None:
+        """``(segment start, segment end, pool offset of offset)``, or ``None`` if uncached.
+
+        This is the seed's ``FileRangeOf`` for one offset: the pool offset of the rest of the
+        segment follows contiguously.
+
+        Complexity: O(log n).
+
+        Raises:
+            ValueError: ``offset`` is negative.
+        """
+        found = self.find(offset)
+        if found is None:
+            return None
+        start, end, pool = found
+        return start, end, pool + (offset - start)
+
+    def insert(self, start: int, end: int, value: int) -> None:
+        """Record ``[start, end)`` as cached at pool offset ``value``; see ``SegmentMap``.
+
+        Complexity: O(log n).
+
+        Raises:
+            ValueError: not page-aligned, invalid, or meets a cached range.
+        """
+        _check_aligned(start, end)
+        if value & PAGE_MASK:
+            raise ValueError(f"pool offset {value:#x} is not page-aligned")
+        super().insert(start, end, value)
+
+    def assign(self, start: int, end: int, value: int) -> None:
+        """Record ``[start, end)`` as cached at ``value``, replacing what was there.
+
+        The caller must already have released the pool extents this replaces (use
+        :meth:`drop` first to learn them).
+
+        Complexity: O((k + 1) log n).
+
+        Raises:
+            ValueError: not page-aligned, or invalid.
+        """
+        _check_aligned(start, end)
+        if value & PAGE_MASK:
+            raise ValueError(f"pool offset {value:#x} is not page-aligned")
+        super().assign(start, end, value)
+
+    def remove(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """Uncache ``[start, end)``; return the removed ``(start, end, pool offset)`` pieces.
+
+        Complexity: O((k + 1) log n).
+
+        Raises:
+            ValueError: not page-aligned, or invalid.
+        """
+        _check_aligned(start, end)
+        return super().remove(start, end)
+
+    def split_at(self, offset: int) -> None:
+        """Cut the segment strictly containing ``offset`` there; see ``SegmentMap``.
+
+        Complexity: O(log n).
+
+        Raises:
+            ValueError: ``offset`` is negative or not page-aligned.
+        """
+        _check_aligned(offset, offset)
+        super().split_at(offset)
+
+    def drop(self, start: int, end: int) -> list[tuple[int, int]]:
+        """Uncache ``[start, end)`` (the seed's ``Drop``) and return the freed pool extents.
+
+        Complexity: O((k + 1) log n).
+
+        Returns:
+            ``(pool offset, length)`` of each freed extent, in file order, for the caller to
+            release to the pool.
+
+        Raises:
+            ValueError: not page-aligned, or invalid.
+        """
+        return [(pool, e - s) for s, e, pool in self.remove(start, end)]
+
+    def truncate_pages(self, new_page_end: int) -> list[tuple[int, int]]:
+        """Uncache every page at or past ``new_page_end`` (the seed's ``Truncate``, page part).
+
+        Zeroing the tail of a partial last page is the inode's job: this map knows where the
+        page lives but not its bytes. Compare Linux's ``mm/truncate.c:truncate_setsize()``.
+
+        Complexity: O((k + 1) log n); k segments dropped.
+
+        Returns:
+            ``(pool offset, length)`` of each freed extent, in file order.
+
+        Raises:
+            ValueError: ``new_page_end`` is negative or not page-aligned.
+        """
+        _check_aligned(new_page_end, new_page_end)
+        if new_page_end < 0:
+            raise ValueError(f"negative offset {new_page_end}")
+        bounds = self.bounds()
+        if bounds is None or bounds[1] <= new_page_end:
+            return []
+        return self.drop(new_page_end, bounds[1])
+
+    def check_invariants(self) -> None:
+        """``SegmentMap``'s invariants, plus: page-aligned, and pool extents disjoint.
+
+        Complexity: O(n log n) (the pool extents are sorted to check them).
+
+        Raises:
+            AssertionError: one does not hold.
+        """
+        super().check_invariants()
+        extents: list[tuple[int, int]] = []
+        for s, e, pool in self.segments():
+            if (s | e | pool) & PAGE_MASK:
+                raise AssertionError(f"[{s:#x}, {e:#x}) -> {pool:#x} is not page-aligned")
+            if pool < 0:
+                raise AssertionError(f"[{s:#x}, {e:#x}) -> negative pool offset {pool}")
+            extents.append((pool, pool + (e - s)))
+        extents.sort()
+        for (_, prev_end), (pool_start, _) in pairwise(extents):
+            if prev_end > pool_start:
+                raise AssertionError(f"pool extents overlap at {pool_start:#x}")

@@ -1079,7 +1079,8 @@ class CachingInode:
         finally:
             self._inflight.remove(op.start, op.end)
             op.event.set()
-            self._grow_locked(pos + done)
+            if done:
+                self._grow_locked(pos + done)
         await anyio.lowlevel.checkpoint()
         return pos + done
 
@@ -1254,8 +1255,10 @@ class CachingInode:
             src_s = max(s, optional.start)
             src_e = min(e, optional.end)
             out.append(Translation(Range(src_s, src_e), fr + (src_s - s), write))
-            if write:
-                self._dirty.keep_dirty(src_s, src_e)
+            if write and src_s < self._size:
+                # Bytes past EOF in the last page are not file data: stores there are lost, as
+                # with mmap, so they are never dirty (they could not be written back).
+                self._dirty.keep_dirty(src_s, min(src_e, self._size))
             pos = e
         translated_end = out[-1].source.end if out else required.start
         self._report()
@@ -1290,6 +1293,9 @@ class CachingInode:
         written = 0
         store = self._store
         async with self._data_lock.read_locked():
+            # Dirty bytes can only lie below the size (writes grow it as they dirty, truncate
+            # cleans past it); drop any that a size change left behind, they are not data.
+            self._dirty.keep_clean(self._size, MAX_OFFSET)
             pos = start
             while True:
                 size = self._size
@@ -1671,7 +1677,13 @@ class CachingInode:
                 for ps, pe in parts:
                     nxt.extend((r.start, r.end) for r in self._maps.unmapped_ranges(ps, pe))
                 parts = nxt
-            out.extend(parts)
+            # Dirty ranges and write-throughs are byte-granular: a page with any blocked byte
+            # stays, so round each free piece inward to whole pages.
+            for ps, pe in parts:
+                ps = page_round_up(ps)
+                pe = page_round_down(pe)
+                if ps < pe:
+                    out.append((ps, pe))
         return out
 
     def _drop_nowait(self, start: int, end: int, reason: str, *, clean_only: bool = True) -> int:

@@ -1,0 +1,376 @@
+"""A model-based state machine for one caching inode, shipped for backend authors.
+
+After Hypothesis's ``DatabaseComparison`` and zarr's ``ZarrStoreStateMachine``: every rule is
+applied to the cache and to a plain model (a ``bytearray``; the backing is "assumed perfect"),
+and the two are compared after every step. Faults (errors, short I/O) and cancellations at a
+chosen backing call are injected; both anyio backends run it through a blocking portal (rules
+are synchronous).
+
+Use it for your own backing::
+
+    from aiocache_inode.testing.stateful import make_inode_machine
+
+    async def open_mine(data: bytes) -> tuple[BackingFile, Callable[[], Awaitable[bytes]]]:
+        ...  # a backing holding `data`, and a coroutine function reading it back
+
+    TestMine = make_inode_machine(open_mine, backend="asyncio").TestCase
+
+Invariants checked after every step:
+    1. the cached pages equal the model (and bytes past the size in the last page are zero);
+    2. the inode's size equals the model's length;
+    3. dirty ⊆ cached, policy and pool accounting exact (``store._check_invariants()``);
+    4. no pins, maps or in-flight I/O left behind by a finished (or cancelled) operation;
+    5. usage <= memory_limit once background I/O has drained;
+    and after every successful ``write_out``: the backing holds exactly the model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+from anyio.from_thread import start_blocking_portal
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from prometheus_client import CollectorRegistry
+
+from ..backing import FaultInjector, LocalFile, MemoryBacking
+from ..errors import CacheError
+from ..ranges import PAGE_SIZE
+from ..store import CacheStore
+from .backings import CancellingBacking
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ..backing.base import BackingFile
+    from ..inode import CachingInode
+
+__all__ = ["local_file_factory", "make_inode_machine", "memory_factory"]
+
+P = PAGE_SIZE
+#: Files stay small so each comparison is cheap, and the budget is smaller than a file can grow,
+#: so eviction under pressure is part of every run.
+MAX_FILE = 40 * P
+MEMORY_LIMIT = 16 * P
+
+
+async def memory_factory(data: bytes) -> tuple[BackingFile, Callable[[], Awaitable[bytes]]]:
+    """A MemoryBacking holding ``data``, and its read-back."""
+    b = MemoryBacking(data)
+
+    async def read_back() -> bytes:
+        return b.data
+
+    return b, read_back
+
+
+async def local_file_factory(data: bytes) -> tuple[BackingFile, Callable[[], Awaitable[bytes]]]:
+    """A LocalFile in a fresh temporary directory holding ``data``, and its read-back."""
+    d = Path(tempfile.mkdtemp(prefix="aiocache-inode-machine-"))
+    path = d / "file.bin"
+    path.write_bytes(data)
+    b = await LocalFile.open(path, writable=True)
+
+    async def read_back() -> bytes:
+        return await anyio.Path(path).read_bytes()
+
+    return b, read_back
+
+
+def make_inode_machine(
+    factory: Callable[[bytes], Awaitable[tuple[BackingFile, Callable[[], Awaitable[bytes]]]]],
+    *,
+    backend: str = "asyncio",
+    write_back: bool = False,
+    policy: str = "s3fifo",
+) -> type[RuleBasedStateMachine]:
+    """Build a state machine class over backings made by ``factory``."""
+
+    class InodeMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self._portal_cm = start_blocking_portal(backend)
+            self.portal = self._portal_cm.__enter__()
+            self.model = bytearray()
+            self.inner: BackingFile | None = None
+            self.read_back: Callable[[], Awaitable[bytes]] | None = None
+            self.store: CacheStore | None = None
+            self._store_cm: Any = None
+            self._open_cm: Any = None
+            self.inode: CachingInode | None = None
+            self.faults: FaultInjector | None = None
+            self.canceller: CancellingBacking | None = None
+            self.steps = 0
+
+        # -- set-up and tear-down ---------------------------------------------------------------
+
+        @precondition(lambda self: self.inode is None)
+        @rule(
+            data=st.binary(max_size=8 * P),
+            seed=st.integers(0, 2**16),
+        )
+        def open(self, data: bytes, seed: int) -> None:
+            self.model = bytearray(data)
+            inner, self.read_back = self.portal.call(factory, data)
+            self.inner = inner
+            self.faults = FaultInjector(inner, seed=seed)
+            self.canceller = CancellingBacking(self.faults)
+            self.store = CacheStore(
+                MEMORY_LIMIT,
+                registry=CollectorRegistry(),
+                write_back=write_back,
+                policy=policy,
+                readahead_initial=4 * P,
+                readahead_max=8 * P,
+                readahead_request=4 * P,
+            )
+            self._store_cm = self.portal.wrap_async_context_manager(self.store)
+            self._store_cm.__enter__()
+            self._open_cm = self.portal.wrap_async_context_manager(
+                self.store.open("k", self.canceller)
+            )
+            self.inode = self._open_cm.__enter__()
+            note(f"open: {len(data)} bytes, write_back={write_back}")
+
+        def teardown(self) -> None:
+            try:
+                if self.inode is not None:
+                    self._set_faults(0.0, 0.0)
+                    self._open_cm.__exit__(None, None, None)
+                    self._store_cm.__exit__(None, None, None)
+                    close = getattr(self.inner, "aclose", None)
+                    if close is not None:
+                        self.portal.call(close)
+            finally:
+                self._portal_cm.__exit__(None, None, None)
+
+        # -- helpers ---------------------------------------------------------------------------
+
+        def _set_faults(self, error_rate: float, short_io_rate: float) -> None:
+            assert self.faults is not None
+            self.faults.error_rate = error_rate
+            self.faults.short_io_rate = short_io_rate
+
+        def _run(self, fn: Callable[[], Awaitable[Any]], cancel_at: int | None) -> tuple[str, Any]:
+            """Run ``fn`` in the portal; returns ("ok", value), ("error", exc) or ("cancelled", None)."""
+            canceller = self.canceller
+            assert canceller is not None
+
+            async def runner() -> tuple[str, Any]:
+                with anyio.CancelScope() as scope:
+                    if cancel_at is not None:
+                        canceller.arm(scope, cancel_at)
+                    try:
+                        return ("ok", await fn())
+                    except CacheError as exc:
+                        return ("error", exc)
+                    finally:
+                        canceller.disarm()
+                return ("cancelled", None)
+
+            return self.portal.call(runner)
+
+        def _content(self) -> bytes:
+            """The inode's whole content, read with faults off (used after failures only)."""
+            inode = self.inode
+            assert inode is not None
+            saved = (self.faults.error_rate, self.faults.short_io_rate) if self.faults else (0, 0)
+            self._set_faults(0.0, 0.0)
+            try:
+                return self.portal.call(inode.read, 0, inode.size)
+            finally:
+                self._set_faults(*saved)
+
+        def _adopt_write_prefix(self, offset: int, data: bytes, old_size: int) -> None:
+            """After a failed or cancelled write: the inode must show exactly a prefix applied."""
+            inode = self.inode
+            assert inode is not None
+            content = self._content()
+            if inode.size > max(old_size, offset):
+                k = inode.size - offset
+            else:
+                k = 0
+                window = content[offset : offset + len(data)]
+                while k < len(window) and window[k] == data[k]:
+                    k += 1
+            expect = bytearray(self.model)
+            if k:
+                if offset > len(expect):
+                    expect.extend(bytes(offset - len(expect)))
+                expect[offset : offset + k] = data[:k]
+            assert bytes(expect) == content, f"not a prefix of the write (k={k})"
+            self.model = expect
+            note(f"  -> prefix of {k} bytes applied")
+
+        # -- rules -----------------------------------------------------------------------------
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(offset=st.integers(0, MAX_FILE), size=st.integers(0, 8 * P))
+        def read(self, offset: int, size: int) -> None:
+            inode = self.inode
+            assert inode is not None
+            status, value = self._run(lambda: inode.read(offset, size), None)
+            note(f"read({offset}, {size}) -> {status}")
+            if status == "ok":
+                assert value == bytes(self.model[offset : offset + size])
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(
+            offset=st.integers(0, MAX_FILE - 4 * P),
+            data=st.binary(min_size=1, max_size=4 * P),
+            cancel_at=st.none() | st.integers(1, 4),
+        )
+        def write(self, offset: int, data: bytes, cancel_at: int | None) -> None:
+            inode = self.inode
+            assert inode is not None
+            old_size = inode.size
+            status, value = self._run(lambda: inode.write(offset, data), cancel_at)
+            note(f"write({offset}, {len(data)} bytes, cancel_at={cancel_at}) -> {status}")
+            if status == "ok":
+                assert value == len(data)
+                if offset > len(self.model):
+                    self.model.extend(bytes(offset - len(self.model)))
+                self.model[offset : offset + len(data)] = data
+            else:
+                self._adopt_write_prefix(offset, data, old_size)
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(size=st.integers(0, MAX_FILE), cancel_at=st.none() | st.integers(1, 3))
+        def truncate(self, size: int, cancel_at: int | None) -> None:
+            inode = self.inode
+            assert inode is not None
+            status, _ = self._run(lambda: inode.truncate(size), cancel_at)
+            note(f"truncate({size}, cancel_at={cancel_at}) -> {status}")
+            if status == "ok" or (status == "cancelled" and inode.size == size):
+                if size < len(self.model):
+                    del self.model[size:]
+                else:
+                    self.model.extend(bytes(size - len(self.model)))
+            assert inode.size == len(self.model)
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(offset=st.integers(0, MAX_FILE - 2 * P), length=st.integers(1, 2 * P))
+        def allocate(self, offset: int, length: int) -> None:
+            inode = self.inode
+            assert inode is not None
+            status, _ = self._run(lambda: inode.allocate(offset, length), None)
+            note(f"allocate({offset}, {length}) -> {status}")
+            if status == "ok" and offset + length > len(self.model):
+                self.model.extend(bytes(offset + length - len(self.model)))
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(cancel_at=st.none() | st.integers(1, 4))
+        def write_out(self, cancel_at: int | None) -> None:
+            inode = self.inode
+            assert inode is not None
+            assert self.read_back is not None
+            status, _ = self._run(inode.write_out, cancel_at)
+            note(f"write_out(cancel_at={cancel_at}) -> {status}")
+            if status == "ok":
+                backed = self.portal.call(self.read_back)
+                assert backed == bytes(self.model), "backing differs from the model after write_out"
+                assert inode.dirty_bytes == 0
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(start=st.integers(0, MAX_FILE), length=st.integers(1, 16 * P))
+        def evict(self, start: int, length: int) -> None:
+            inode = self.inode
+            assert inode is not None
+            status, _ = self._run(lambda: inode.evict(start, start + length), None)
+            note(f"evict({start}, +{length}) -> {status}")
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(goal=st.integers(0, MEMORY_LIMIT))
+        def shrink(self, goal: int) -> None:
+            store = self.store
+            assert store is not None
+            status, value = self._run(lambda: store.shrink(goal), None)
+            note(f"shrink({goal}) -> {status} {value if status == 'ok' else ''}")
+            if status == "ok" and self.faults is not None and self.faults.error_rate == 0:
+                assert value == store.usage
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(offset=st.integers(0, MAX_FILE), length=st.integers(0, 6 * P))
+        def view_read(self, offset: int, length: int) -> None:
+            inode = self.inode
+            assert inode is not None
+
+            async def go() -> bytes:
+                async with inode.view(offset, length) as views:
+                    return b"".join(bytes(v) for v in views)
+
+            status, value = self._run(go, None)
+            note(f"view_read({offset}, {length}) -> {status}")
+            if status == "ok":
+                assert value == bytes(self.model[offset : offset + length])
+
+        @precondition(lambda self: self.inode is not None and len(self.model) > 0)
+        @rule(data=st.data(), fill=st.integers(0, 255))
+        def view_write(self, data: st.DataObject, fill: int) -> None:
+            inode = self.inode
+            assert inode is not None
+            size = len(self.model)
+            offset = data.draw(st.integers(0, size - 1), label="offset")
+            length = data.draw(st.integers(1, min(3 * P, size - offset)), label="length")
+            pattern = bytes([fill]) * length
+
+            async def go() -> int:
+                async with inode.view(offset, length, writable=True) as views:
+                    pos = 0
+                    for v in views:
+                        v[:] = pattern[pos : pos + len(v)]
+                        pos += len(v)
+                    return pos
+
+            status, value = self._run(go, None)
+            note(f"view_write({offset}, {length}) -> {status}")
+            if status == "ok":
+                assert value == length
+                self.model[offset : offset + length] = pattern
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(
+            error_rate=st.sampled_from([0.0, 0.0, 0.1, 0.5]),
+            short_io_rate=st.sampled_from([0.0, 0.3, 1.0]),
+        )
+        def set_faults(self, error_rate: float, short_io_rate: float) -> None:
+            note(f"faults: error_rate={error_rate} short_io_rate={short_io_rate}")
+            self._set_faults(error_rate, short_io_rate)
+
+        # -- invariants ------------------------------------------------------------------------
+
+        @invariant()
+        def matches_model(self) -> None:
+            inode = self.inode
+            store = self.store
+            if inode is None or store is None:
+                return
+            self.steps += 1
+
+            async def drain() -> None:
+                # Background readahead may still be in flight: let it land first.
+                for _ in range(1000):
+                    if not inode._inflight:
+                        return
+                    await anyio.sleep(0.0005)
+                raise AssertionError("background I/O did not drain")
+
+            self.portal.call(drain)
+            assert inode.size == len(self.model), (inode.size, len(self.model))
+            pool = store._pool
+            for s, e, fr in inode._cache.segments():
+                got = bytes(pool.view(fr, e - s))
+                want = bytes(self.model[s:e]).ljust(e - s, b"\0")
+                assert got == want, f"cached [{s}, {e}) differs from the model"
+            assert inode.mapped_bytes == 0
+            assert not inode._pins
+            store._check_invariants()
+            assert store.usage <= store.memory_limit, (store.usage, store.memory_limit)
+
+    InodeMachine.__name__ = f"InodeMachine_{backend}_{'wb' if write_back else 'wt'}"
+    return InodeMachine

@@ -1,0 +1,47 @@
+"""The inode state machine over both backings, both anyio backends, both write policies.
+
+The default (dev) profile runs four combinations briefly; the ``slow`` profile runs all eight
+with at least ten times the steps.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from aiocache_inode.testing.stateful import (
+    local_file_factory,
+    make_inode_machine,
+    memory_factory,
+)
+
+FACTORIES = {"memory": memory_factory, "local": local_file_factory}
+
+FAST = [
+    ("asyncio", "memory", False),
+    ("trio", "memory", True),
+    ("asyncio", "local", True),
+    ("trio", "local", False),
+]
+ALL = [(b, f, wb) for b in ("asyncio", "trio") for f in FACTORIES for wb in (False, True)]
+
+
+def _ids(combo: tuple[str, str, bool]) -> str:
+    backend, factory, write_back = combo
+    return f"{backend}-{factory}-{'writeback' if write_back else 'writethrough'}"
+
+
+@pytest.mark.parametrize("combo", FAST, ids=_ids)
+def test_inode_machine(combo: tuple[str, str, bool]) -> None:
+    backend, factory, write_back = combo
+    machine = make_inode_machine(FACTORIES[factory], backend=backend, write_back=write_back)
+    run_state_machine_as_test(machine, settings=settings())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combo", ALL, ids=_ids)
+def test_inode_machine_slow(combo: tuple[str, str, bool]) -> None:
+    backend, factory, write_back = combo
+    machine = make_inode_machine(FACTORIES[factory], backend=backend, write_back=write_back)
+    run_state_machine_as_test(machine, settings=settings())

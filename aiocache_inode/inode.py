@@ -267,6 +267,7 @@ class CachingInode:
         "_ra_trigger",
         "_ra_unused",
         "_ra_window",
+        "_hit",
         "_reported_cached",
         "_reported_dirty",
         "_reported_mapped",
@@ -315,12 +316,16 @@ class CachingInode:
 
         # Readahead state: where a sequential reader goes next, the current window, the offset
         # whose read starts the next asynchronous window, and how far readahead has been issued.
-        self._ra_next = -1
+        # A new file read from its start counts as sequential (the common whole-object read).
+        self._ra_next = 0
         self._ra_window = 0
         self._ra_trigger = MAX_OFFSET
         self._ra_reserved_end = 0
         # Ranges filled by readahead that no read has used yet (wasted if dropped unused).
         self._ra_unused: SegmentMap[bool] = SegmentMap()
+        # The cached segment the last hit used: (file start, file end, arena view, offset of
+        # the start in it). Any drop of cached pages forgets it (extents may be reused).
+        self._hit: tuple[int, int, memoryview, int] | None = None
 
         # Byte counts last reported to the store's totals (the store sums deltas).
         self._reported_cached = 0
@@ -471,24 +476,49 @@ class CachingInode:
         if offset >= end:
             return 0
         store = self._store
-        # Hot path: one segment lookup, one copy.
+        # Hot path: the last segment hit (or one lookup), one copy, one policy access.
+        hit = self._hit
+        if hit is None or offset < hit[0] or end > hit[1]:
+            hit = self._lookup_hit(offset)
+        if hit is not None and end <= hit[1]:
+            n = end - offset
+            base = hit[3] - hit[0]
+            if n == len(mv):
+                mv[:] = hit[2][base + offset : base + end]
+            else:
+                mv[:n] = hit[2][base + offset : base + end]
+            counters = store._counters
+            counters.cache_hits += 1
+            counters.read_bytes_cache += n
+            first = offset >> CHUNK_SHIFT
+            if first == (end - 1) >> CHUNK_SHIFT:
+                store._policy.access(self._key_base | first)
+            else:
+                self._access_chunks(offset, end)
+            if self._ra_unused:
+                self._ra_consume(offset, end)
+            if offset == self._ra_next and end >= self._ra_trigger:
+                self._readahead_async()
+            self._ra_next = end
+            store._hit_credit -= 1
+            if store._hit_credit <= 0:
+                store._hit_credit = store._hit_yield_every
+                await anyio.lowlevel.checkpoint()
+            return n
+        return await self._read_slow(offset, end, mv)
+
+    def _lookup_hit(self, offset: int) -> tuple[int, int, memoryview, int] | None:
+        """Find the cached segment holding ``offset`` and remember it for the next hit."""
         cmap = self._cache._map
         i = cmap.bisect_right(offset) - 1
-        if i >= 0:
-            seg_start, (seg_end, fr) = cmap.peekitem(i)
-            if seg_end >= end:
-                n = end - offset
-                mv[:n] = store._pool.view(fr + offset - seg_start, n)
-                counters = store._counters
-                counters.cache_hits += 1
-                counters.read_bytes_cache += n
-                self._after_hit(offset, end)
-                store._hit_credit -= 1
-                if store._hit_credit <= 0:
-                    store._hit_credit = store._hit_yield_every
-                    await anyio.lowlevel.checkpoint()
-                return n
-        return await self._read_slow(offset, end, mv)
+        if i < 0:
+            return None
+        seg_start, (seg_end, fr) = cmap.peekitem(i)
+        if seg_end <= offset:
+            return None
+        arena, at = self._store._pool.locate(fr)
+        hit = self._hit = (seg_start, seg_end, arena, at)
+        return hit
 
     def read_nowait(self, offset: int, size: int) -> bytes:
         """Serve a read from the cache alone.
@@ -512,20 +542,24 @@ class CachingInode:
         self._after_hit(offset, end)
         return bytes(buf)
 
-    def _after_hit(self, offset: int, end: int) -> None:
-        """Policy access, readahead bookkeeping and atime for a read served from the cache."""
-        policy = self._store._policy
+    def _access_chunks(self, offset: int, end: int) -> None:
+        """One policy access per chunk of ``[offset, end)`` (once per request, not per page)."""
+        access = self._store._policy.access
         base = self._key_base
-        first = offset >> CHUNK_SHIFT
-        last = (end - 1) >> CHUNK_SHIFT
-        policy.access(base | first)
-        while first < last:
-            first += 1
-            policy.access(base | first)
+        for idx in range(offset >> CHUNK_SHIFT, ((end - 1) >> CHUNK_SHIFT) + 1):
+            access(base | idx)
+
+    def _after_hit(self, offset: int, end: int) -> None:
+        """Policy access and readahead bookkeeping for a read served from the cache."""
+        self._access_chunks(offset, end)
+        self._after_read(offset, end)
+
+    def _after_read(self, offset: int, end: int) -> None:
+        """Readahead bookkeeping after any read: used bytes, the sequential trigger."""
         if self._ra_unused:
             self._ra_consume(offset, end)
         if offset == self._ra_next and end >= self._ra_trigger:
-            self._readahead_async(end)
+            self._readahead_async()
         self._ra_next = end
 
     def _copy_cached(self, pos: int, end: int, out: memoryview, base: int) -> int:
@@ -593,10 +627,8 @@ class CachingInode:
         return n
 
     def _after_miss(self, offset: int, end: int) -> None:
-        if self._ra_unused:
-            self._ra_consume(offset, end)
-        self._ra_next = end
         self._touch_chunks(offset, end)
+        self._after_read(offset, end)
 
     async def _wait_op(self, op: _Op, pos: int) -> None:
         """Wait for an in-flight op covering ``pos``; raise if it was a fill that failed there."""
@@ -630,39 +662,36 @@ class CachingInode:
         return limit
 
     async def _fill_for_read(self, pos: int, end: int, out: memoryview, base: int) -> int:
-        """Fill the gap at ``pos`` (with readahead when sequential) and wait for the part the
-        read needs; return 0 to make the caller re-scan, or the bytes copied by a direct read
-        when the pool has no room. Checkpoint: yes.
+        """Fill the gap at ``pos`` and wait for the part the read needs.
+
+        A sequential reader also starts readahead beyond it (asynchronously); a random one
+        fills only the pages it asked for. Returns 0 to make the caller re-scan, or the bytes
+        copied by a direct read when the pool has no room. Checkpoint: yes.
         """
         store = self._store
         start = page_round_down(pos)
         limit = self._gap_limit(pos)
         req_end = min(page_round_up(end), limit)
         sequential = pos == self._ra_next or (
-            self._ra_window and self._ra_reserved_end >= pos >= self._ra_next - self._ra_window
+            self._ra_window > 0 and self._ra_next <= pos < self._ra_reserved_end
         )
-        if sequential:
-            t = store._tunables
-            window = min(max(self._ra_window * 2, t.readahead_initial), t.readahead_max)
-            self._ra_window = window
-        else:
-            window = 0
+        if not sequential:
             self._ra_window = 0
             self._ra_trigger = MAX_OFFSET
         need = req_end - start
         if not store._reserve_nowait(need) and not await store._wait_for_room(need):
             return await self._read_direct(pos, min(end, limit), out, base)
-        if self._inflight.find(pos) is not None or self._cache.find(pos) is not None:
+        if self._op_at(pos) is not None or self._cache.find(pos) is not None:
             # The wait let someone else fill or start filling here: re-scan.
             return 0
-        limit = self._gap_limit(pos)
-        req_end = min(req_end, limit)
+        req_end = min(req_end, self._gap_limit(pos))
         op = self._start_fill(start, req_end, speculative=False)
         if op is None:
             return await self._read_direct(pos, min(end, limit), out, base)
-        if window:
-            self._ra_reserved_end = req_end
-            self._readahead_async(req_end, first_window=window)
+        if sequential and store._tunables.readahead_max:
+            self._ra_reserved_end = max(self._ra_reserved_end, req_end)
+            self._ra_next = pos
+            self._readahead_async()
         await self._run_fill(op)
         if op.error is not None and self._cache.find(pos) is None:
             raise BackingError(f"fill of [{op.start}, {op.end}) failed: {op.error}") from op.error
@@ -703,31 +732,35 @@ class CachingInode:
             store._readahead_inflight += end - start
         return op
 
-    def _readahead_async(self, from_offset: int, first_window: int = 0) -> None:
-        """Issue speculative fills beyond ``from_offset`` as background store tasks.
+    def _readahead_async(self) -> None:
+        """Issue the next readahead window beyond what is already requested.
 
-        Synchronous: it only reserves pages and spawns; several requests of at most
-        ``readahead_request`` bytes go out at once. Stops at EOF, at the cap on speculative
-        bytes in flight, and when the pool has no clean room (readahead never waits for memory).
+        Synchronous: it only reserves pages and spawns background fills of at most
+        ``readahead_request`` bytes each, all in flight at once. The window starts at
+        ``readahead_initial`` and doubles each time the reader reaches the start of the last
+        window issued (Linux's PG_readahead marker), up to ``readahead_max``. It stops at EOF,
+        at the store's cap on speculative bytes in flight, and when the pool has no clean room:
+        readahead never waits for memory and never goes over budget.
         """
         store = self._store
         t = store._tunables
-        window = first_window or self._ra_window
-        if not window or not store._running:
+        if not t.readahead_max or not store._running:
             return
-        pos = max(page_round_up(from_offset), self._ra_reserved_end)
-        target = min(page_round_up(from_offset) + window, page_round_up(self._size))
+        window = self._ra_window
+        window = t.readahead_initial if not window else min(window * 2, t.readahead_max)
+        self._ra_window = window
+        eof = page_round_up(self._size)
+        pos = max(page_round_up(self._ra_next), self._ra_reserved_end)
+        first = pos
+        target = min(pos + window, eof)
         while pos < target:
             if store._readahead_inflight >= t.readahead_cap:
                 break
-            if self._cache.find(pos) is not None or self._inflight.find(pos) is not None:
+            if self._cache.find(pos) is not None or self._op_at(pos) is not None:
                 nxt = min(
-                    x
-                    for x in (
-                        self._next_boundary(self._cache, pos),
-                        self._next_boundary(self._inflight, pos),
-                        target,
-                    )
+                    self._next_boundary(self._cache, pos),
+                    self._next_boundary(self._inflight, pos),
+                    target,
                 )
                 pos = max(nxt, pos + PAGE_SIZE)
                 continue
@@ -740,8 +773,8 @@ class CachingInode:
             store._spawn(self._run_fill, op)
             pos = stop
         self._ra_reserved_end = max(self._ra_reserved_end, pos)
-        # Start the next window when a read gets halfway into this one (Linux's PG_readahead).
-        self._ra_trigger = max(from_offset, pos - window // 2)
+        # The next window goes out when a read reaches the first page of this one.
+        self._ra_trigger = first + PAGE_SIZE if pos > first else MAX_OFFSET
 
     @staticmethod
     def _next_boundary(m: SegmentMap[Any], pos: int) -> int:
@@ -1144,6 +1177,7 @@ class CachingInode:
 
     def _free_extent(self, pool_offset: int, length: int) -> None:
         """Return cache pages to the pool, deferring any part a live view still pins."""
+        self._hit = None
         pool = self._store._pool
         if not self._pins:
             pool.free(pool_offset, length)

@@ -21,7 +21,7 @@ from .errors import CacheError, ClosedError, NotFoundError, WritebackError
 from .eviction import BudgetPressure, PressureSource, run_evictor
 from .inode import CHUNK_SHIFT, KEY_SHIFT, CachingInode
 from .memory import MemoryPool
-from .policies import make_policy
+from .policies import S3FIFO_MAX_FREQ, make_policy
 from .stats import Counters, StoreStatistics
 from .writeback import balance_dirty, run_flusher
 
@@ -47,9 +47,9 @@ class Tunables:
     high_watermark: float = 0.95  # evictor wakes above this fraction of memory_limit
     low_watermark: float = 0.85  # ...and evicts down to this fraction
     pressure_poll_interval: float = 0.5  # s; how often pressure sources are polled
-    readahead_initial: int = 128 << 10  # first sequential window (bytes)
-    readahead_max: int = 8 << 20  # largest sequential window
-    readahead_request: int = 1 << 20  # a window goes out as requests of at most this size
+    readahead_initial: int = 2 << 20  # first sequential window (bytes); sized for 20-100 ms stores
+    readahead_max: int = 8 << 20  # largest sequential window; 0 turns readahead off
+    readahead_request: int = 256 << 10  # a window goes out as requests of at most this size
     readahead_cap: int = 0  # speculative bytes in flight; 0 = memory_limit // 4
     hit_yield_every: int = 64  # a run of hits checkpoints at least this often
     writeback_interval: float = 1.0  # s; flusher period
@@ -71,7 +71,9 @@ class Tunables:
             t = replace(t, dirty_limit_bytes=max(memory_limit // 4, 4 << 20))
         if not 0 < t.low_watermark <= t.high_watermark <= 1:
             raise ValueError("need 0 < low_watermark <= high_watermark <= 1")
-        for name in ("readahead_initial", "readahead_max", "readahead_request", "hit_yield_every"):
+        if t.readahead_max < 0:
+            raise ValueError("readahead_max must be >= 0 (0 turns readahead off)")
+        for name in ("readahead_initial", "readahead_request", "hit_yield_every"):
             if getattr(t, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in ("pressure_poll_interval", "writeback_interval", "dirty_expire"):
@@ -83,6 +85,8 @@ class Tunables:
 
 
 _TUNABLE_NAMES = frozenset(f.name for f in fields(Tunables))
+#: Keys one pop_victim call may examine (the policies' default max_scan).
+_SCAN = 64
 
 
 @final
@@ -282,9 +286,16 @@ class CacheStore:
         try:
             b = backing
             if not hasattr(b, "read_into"):
-                b = backing()
-                if inspect.isawaitable(b):
-                    b = await b
+                # A failing factory is a backing failure like a failing get_attributes (API.md:
+                # "a backing failure is a BackingError with the original exception as __cause__").
+                try:
+                    b = backing()
+                    if inspect.isawaitable(b):
+                        b = await b
+                except CacheError:
+                    raise
+                except Exception as exc:
+                    raise BackingError(f"opening the backing of {key!r} failed: {exc}") from exc
             try:
                 attrs = await b.get_attributes()
             except Exception as exc:
@@ -425,13 +436,30 @@ class CacheStore:
             pass
         return self._pool.used_bytes + nbytes <= self._memory_limit
 
+    def _pop_victim(self, can_evict: Callable[[int], bool]) -> int | None:
+        """The next victim in policy order, or None when no key can be evicted.
+
+        Scans past unevictable keys until every key was examined: a None from one
+        ``pop_victim`` only means its ``max_scan`` keys were refused (e.g. more than 64 pinned
+        chunks at the head of the queue), and the store once stopped there.
+        Synchronous. Complexity: O(s); s <= (S3FIFO_MAX_FREQ + 2) * n + 64 keys examined, since
+        a key may be passed over once per counter bit and once more on promotion.
+        """
+        policy = self._policy
+        budget = (S3FIFO_MAX_FREQ + 2) * len(policy) + _SCAN
+        while budget > 0 and len(policy):
+            key: int | None = policy.pop_victim(can_evict, _SCAN)
+            if key is not None:
+                return key
+            budget -= _SCAN
+        return None
+
     async def _evict_to(self, target: int, reason: str, *, max_chunks: int | None = None) -> int:
         """Evict in policy order (writing back dirty chunks) until usage <= target.
 
         Checkpoint: when a dirty chunk is written back.
         Cancellation: stops between chunks; unfinished chunks stay cached (and dirty).
         """
-        policy = self._policy
 
         def evictable(key: int) -> bool:
             inode, idx = self._victim_inode(key)
@@ -443,7 +471,7 @@ class CacheStore:
             while self._pool.used_bytes > target:
                 if max_chunks is not None and count >= max_chunks:
                     break
-                key = policy.pop_victim(evictable)
+                key = self._pop_victim(evictable)
                 if key is None:
                     break
                 count += 1
@@ -454,7 +482,10 @@ class CacheStore:
                     await inode._evict_chunk(idx, reason)
                 except WritebackError as exc:
                     log.warning("eviction write-back of %r failed: %s", inode.key, exc)
+                    # Back into the policy only when this pass ends (finally): re-inserted now,
+                    # it would be the next victim again and a failing backing would spin here.
                     failed.append(key)
+                    continue
                 if not inode._closed:
                     inode._touch_chunks(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT)
         finally:
@@ -515,6 +546,9 @@ class CacheStore:
 
     def _over_background_dirty(self) -> bool:
         return self._dirty_bytes > self._tunables.dirty_background_bytes
+
+    def _over_dirty_limit(self) -> bool:
+        return self._dirty_bytes > self._tunables.dirty_limit_bytes
 
     def _wake_flusher(self) -> None:
         self._flush_wakeup.set()

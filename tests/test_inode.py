@@ -615,7 +615,7 @@ class TestViews:
 class TestConcurrency:
     async def test_concurrent_readers_share_one_backing_read(self) -> None:
         b = MemoryBacking(b"s" * (16 * P), latency=0.05)
-        async with store() as s:
+        async with store(readahead_max=0) as s:
             inode = await _inode(s, b)
             results: list[bytes] = []
 
@@ -630,7 +630,7 @@ class TestConcurrency:
 
     async def test_a_miss_does_not_stall_hits(self) -> None:
         b = MemoryBacking(b"h" * (64 * P), latency=0.2)
-        async with store() as s:
+        async with store(readahead_max=0) as s:
             inode = await _inode(s, b)
             await inode.read(0, P)  # cached now
             started = anyio.Event()

@@ -75,7 +75,9 @@ class CgroupPressure:
 
     __slots__ = ("_dir", "high", "low")
 
-    def __init__(self, cgroup_dir: str | Path = "/sys/fs/cgroup", high: float = 0.9, low: float = 0.8):
+    def __init__(
+        self, cgroup_dir: str | Path = "/sys/fs/cgroup", high: float = 0.9, low: float = 0.8
+    ):
         if not 0 < low <= high <= 1:
             raise ValueError(f"need 0 < low <= high <= 1, got low={low} high={high}")
         self._dir = Path(cgroup_dir)

@@ -32,6 +32,7 @@ write-backs cover cached pages.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import time
@@ -110,8 +111,10 @@ class _Op:
 
 @final
 class Translation:
-    """One contiguous piece of a translate result: file range ``source`` lives at pool offset
-    ``pool_offset``; ``writable`` says whether writes through it are allowed.
+    """One contiguous piece of a translate result.
+
+    File range ``source`` lives at pool offset ``pool_offset``; ``writable`` says whether
+    writes through it are allowed.
     """
 
     __slots__ = ("pool_offset", "source", "writable")
@@ -225,7 +228,9 @@ class _View:
         self._pr = None
         # Must finish even when the holder is being cancelled: a leaked mapping pins pages forever.
         with anyio.CancelScope(shield=True):
-            await self._inode.remove_mapping(self._space, pr.start, pr.end, pr.start, self._writable)
+            await self._inode.remove_mapping(
+                self._space, pr.start, pr.end, pr.start, self._writable
+            )
 
 
 @final
@@ -253,6 +258,7 @@ class CachingInode:
         "_dirtied_at",
         "_dirty",
         "_dirty_attr",
+        "_hit",
         "_host_maps",
         "_host_refs",
         "_id",
@@ -267,7 +273,6 @@ class CachingInode:
         "_ra_trigger",
         "_ra_unused",
         "_ra_window",
-        "_hit",
         "_reported_cached",
         "_reported_dirty",
         "_reported_mapped",
@@ -563,8 +568,9 @@ class CachingInode:
         self._ra_next = end
 
     def _copy_cached(self, pos: int, end: int, out: memoryview, base: int) -> int:
-        """Copy the cached run starting at ``pos`` into ``out`` (``out[0]`` is file offset
-        ``base``); return the offset where the run stops (``end`` when all was cached).
+        """Copy the cached run starting at ``pos`` into ``out``; return where the run stops.
+
+        ``out[0]`` is file offset ``base``; the result is ``end`` when all was cached.
         Synchronous. Complexity: O(log n + k); k segments copied.
         """
         cmap = self._cache._map
@@ -820,8 +826,10 @@ class CachingInode:
             self._complete_fill(op, done)
 
     async def _read_fully(self, offset: int, views: list[memoryview], want: int) -> int:
-        """Read into ``views`` until full or EOF; zero what EOF leaves. Returns bytes covered
-        (always ``want`` unless an exception propagates). A zero count is EOF, never a loop.
+        """Read into ``views`` until full or EOF; zero what EOF leaves.
+
+        Returns the bytes covered (always ``want`` unless an exception propagates). A zero
+        count is EOF, never a loop.
         """
         done = 0
         while views:
@@ -897,9 +905,11 @@ class CachingInode:
             self._store._counters.readahead_used_bytes += sum(e - s for s, e, _ in used)
 
     async def _ensure_cached(self, start: int, end: int, window_end: int) -> BaseException | None:
-        """Make ``[start, end)`` (page-aligned, within pgend(size)) cached, filling gaps up to
-        ``window_end``. Returns the first fill error that left part of the range uncached, or
-        None when all of it is cached at return (synchronously with the caller's next step).
+        """Make ``[start, end)`` (page-aligned, within pgend(size)) cached.
+
+        Gaps are filled up to ``window_end``. Returns the first fill error that left part of
+        the range uncached, or None when all of it is cached at return (synchronously with the
+        caller's next step).
 
         Checkpoint: when anything is missing.
         Cancellation: fills already started finish or are discarded; nothing else changes.
@@ -913,9 +923,12 @@ class CachingInode:
             op = self._op_at(pos)
             if op is not None:
                 await op.event.wait()
-                if op.error is not None and self._cache.find(pos) is None:
-                    if self._inflight.find(pos) is None:
-                        return op.error
+                if (
+                    op.error is not None
+                    and self._cache.find(pos) is None
+                    and self._inflight.find(pos) is None
+                ):
+                    return op.error
                 continue
             limit = self._gap_limit(pos)
             if pos >= limit:
@@ -1042,12 +1055,12 @@ class CachingInode:
         if pos & PAGE_MASK and head < size:
             await self._fill_page_locked(head)
             return pos
+        # The last page is partial and inside the file (and not the head page: that case
+        # returned above, since a head page inside the file is filled first).
         tail = page_round_down(end)
-        if end & PAGE_MASK and tail < size and tail >= head:
-            if self._cache.find(tail) is None and tail >= pos:
-                if tail > head or not (pos & PAGE_MASK):
-                    await self._fill_page_locked(tail)
-                    return pos
+        if end & PAGE_MASK and tail < size:
+            await self._fill_page_locked(tail)
+            return pos
         start = head
         stop = page_round_up(end)
         store = self._store
@@ -1247,8 +1260,9 @@ class CachingInode:
         await self.add_mapping(space, dst_start, dst_end, offset, writable)
 
     async def translate(self, required: Range, optional: Range, write: bool) -> list[Translation]:
-        """Fill and return the pool ranges backing ``required`` (and as much of ``optional``
-        as the seed's 64 KiB window allows), as the seed's Mappable Translate.
+        """Fill and return the pool ranges backing ``required``, as the seed's Translate.
+
+        As much of ``optional`` as the seed's 64 KiB window allows is filled too.
 
         The caller must already map the range (:meth:`add_mapping`): unmapped pages may be
         evicted and their pool ranges reused after this returns. A write translation marks the
@@ -1680,9 +1694,7 @@ class CachingInode:
             async with self._data_lock.write_locked():
                 with anyio.CancelScope(shield=True):
                     try:
-                        await self._backing_call(
-                            "allocate", self._backing.allocate(offset, length)
-                        )
+                        await self._backing_call("allocate", self._backing.allocate(offset, length))
                     except Exception as exc:
                         raise BackingError(f"allocate failed: {exc}") from exc
                     self._size = max(self._size, offset + length)
@@ -1778,9 +1790,10 @@ class CachingInode:
         return self._drop_nowait(cs, ce, reason)
 
     async def evict(self, start: int, end: int) -> None:
-        """Write back, then drop, the unmapped cached pages of ``[start, end)`` (rounded out to
-        pages). Mapped pages are left alone (the seed's Evict); unlike the seed, a failed
-        write-back keeps the data dirty and cached and raises.
+        """Write back, then drop, the unmapped cached pages of ``[start, end)``.
+
+        The range is rounded out to pages. Mapped pages are left alone (the seed's Evict);
+        unlike the seed, a failed write-back keeps the data dirty and cached and raises.
 
         Checkpoint: always. Cancellation: whatever was not yet dropped stays cached and dirty.
 
@@ -1799,8 +1812,9 @@ class CachingInode:
             await self._writeback(r.start, r.end)
 
     async def shrink(self, target_bytes: int = 0) -> int:
-        """Write back and drop unmapped pages of this inode until it caches at most
-        ``target_bytes``; return the bytes it caches after. Checkpoint: always.
+        """Write back and drop unmapped pages until at most ``target_bytes`` stay cached.
+
+        Returns the bytes cached after. Checkpoint: always.
 
         Raises:
             WritebackError: dirty data could not be written back (it stays).
@@ -1851,8 +1865,10 @@ class CachingInode:
         self._report()
 
     async def notify_change_fd(self) -> None:
-        """The backing's host descriptor changed: re-make internal host mappings onto it,
-        then invalidate every mapping. If re-mapping fails, old mappings stay and it raises.
+        """The backing's host descriptor changed: re-map, then invalidate every mapping.
+
+        Internal host mappings are re-made onto the new descriptor first. If re-mapping fails,
+        old mappings stay and it raises.
 
         Checkpoint: always.
 
@@ -1888,9 +1904,7 @@ class CachingInode:
             await self._writeback(0, MAX_OFFSET)
             async with self._data_lock.write_locked():
                 if self._dirty.total():
-                    raise WritebackError(
-                        "dirty data appeared during release", self.dirty_ranges()
-                    )
+                    raise WritebackError("dirty data appeared during release", self.dirty_ranges())
                 self._drop_all_locked("release")
                 self._closed = True
                 for mm, _w in self._host_maps.values():
@@ -1903,8 +1917,9 @@ class CachingInode:
     # ------------------------------------------------------------------------------------------
 
     def inc_ref(self, r: Range) -> None:
-        """Add a reference to the host-file pages of ``r`` (page-aligned); 0→1 pages count as
-        mapped. Synchronous.
+        """Add a reference to the host-file pages of ``r`` (page-aligned).
+
+        Pages going from 0 to 1 count as mapped. Synchronous.
 
         Raises:
             ValueError: a misaligned range.
@@ -1929,9 +1944,10 @@ class CachingInode:
         return self._host_refs.referenced_bytes()
 
     def map_internal(self, r: Range, write: bool) -> list[memoryview]:
-        """Memoryviews of the backing's host file over ``r``, mmapped in 2 MiB chunks (the seed's
-        hostFileMapper). A read-only chunk is upgraded when ``write`` is asked. The range is
-        clipped to the file size, since touching a mapping past EOF faults.
+        """Memoryviews of the backing's host file over ``r``, mmapped in 2 MiB chunks.
+
+        This is the seed's hostFileMapper. A read-only chunk is upgraded when ``write`` is
+        asked. The range is clipped to the file size, since touching a mapping past EOF faults.
 
         Raises:
             CacheError: the backing has no host descriptor.
@@ -1962,10 +1978,9 @@ class CachingInode:
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if write or (have and have[1]) else 0)
         mm = mmap.mmap(fd, length, mmap.MAP_SHARED, prot, offset=base)
         if have is not None:
-            try:
+            # A caller may still hold a view of the old mapping: it then stays valid.
+            with contextlib.suppress(BufferError):
                 have[0].close()
-            except BufferError:
-                pass  # a caller still holds a view of the old mapping; it stays valid
         self._host_maps[chunk] = (mm, bool(prot & mmap.PROT_WRITE))
         return mm
 
@@ -1985,10 +2000,8 @@ class CachingInode:
                 m.close()
             raise
         for chunk, (mm, _w) in self._host_maps.items():
-            try:
+            with contextlib.suppress(BufferError):
                 mm.close()
-            except BufferError:
-                pass
             del chunk
         self._host_maps = new
 

@@ -8,6 +8,7 @@ values are the fixed sets in ``stats.py``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
@@ -144,11 +145,13 @@ class StoreMetrics:
         except ValueError as exc:
             self.registry.unregister(self._collector)
             raise CacheError(f"metrics already registered ({exc})") from exc
+        # Every operation's series exists from the start (zero counts), like the request
+        # counters beside it: a dashboard's rate() needs the series before the first request.
+        for op in BACKING_OPS:
+            self.backing_seconds.labels(op)
 
     def unregister(self) -> None:
         """Remove every series of this store from its registry."""
         for c in (self._collector, self.writeback_seconds, self.backing_seconds):
-            try:
+            with contextlib.suppress(KeyError):
                 self.registry.unregister(c)
-            except KeyError:
-                pass

@@ -36,11 +36,11 @@ class Counters:
         "readahead_used_bytes",
         "readahead_wasted_bytes",
         "throttled_seconds",
-        "written_bytes",
         "writeback_bytes",
         "writeback_errors",
         "writeback_runs",
         "writethrough_bytes",
+        "written_bytes",
     )
 
     def __init__(self) -> None:

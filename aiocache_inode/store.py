@@ -7,6 +7,7 @@ their pages until eviction takes them or ``forget`` releases them.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
@@ -137,7 +138,7 @@ class CacheStore:
         self,
         memory_limit: int,
         *,
-        registry: CollectorRegistry | None | bool = None,
+        registry: CollectorRegistry | bool | None = None,
         write_back: bool = False,
         pressure: list[PressureSource] | None = None,
         clock: Callable[[], int] = now_ns,
@@ -252,7 +253,9 @@ class CacheStore:
     # Inode table
     # ------------------------------------------------------------------------------------------
 
-    def open(self, key: Hashable, backing: BackingFile | Callable[[], Awaitable[BackingFile]]) -> _OpenInode:
+    def open(
+        self, key: Hashable, backing: BackingFile | Callable[[], Awaitable[BackingFile]]
+    ) -> _OpenInode:
         """``async with store.open(key, backing) as inode``: the inode for ``key``.
 
         ``backing`` (a BackingFile, or a zero-argument async callable returning one) is used only
@@ -348,7 +351,8 @@ class CacheStore:
 
     def _policy_keys_of(self, inode: CachingInode) -> Iterator[int]:
         base = inode._id
-        return (k for k in self._policy.keys() if k >> KEY_SHIFT == base)
+        resident = self._policy.keys
+        return (k for k in resident() if k >> KEY_SHIFT == base)
 
     # ------------------------------------------------------------------------------------------
     # Budget
@@ -430,10 +434,9 @@ class CacheStore:
         await anyio.lowlevel.checkpoint()
         if self._pool.used_bytes + nbytes <= self._memory_limit:
             return True
-        try:
+        # A failing write-back only means less room: the caller then bypasses the cache.
+        with contextlib.suppress(CacheError):
             await self._evict_to(self._memory_limit - nbytes, "pressure", max_chunks=64)
-        except CacheError:
-            pass
         return self._pool.used_bytes + nbytes <= self._memory_limit
 
     def _pop_victim(self, can_evict: Callable[[int], bool]) -> int | None:
@@ -496,8 +499,9 @@ class CacheStore:
         return self._pool.used_bytes
 
     async def shrink(self, target_bytes: int) -> int:
-        """Evict (writing back first) until usage is at most ``target_bytes`` or nothing
-        evictable is left; return the usage after.
+        """Evict (writing back first) until usage is at most ``target_bytes``.
+
+        Stops early when nothing evictable is left; returns the usage after.
 
         Checkpoint: always. Cancellation: stops between chunks; nothing is lost.
 
@@ -624,7 +628,8 @@ class CacheStore:
         assert self._cached_bytes == sum(i._cache.total() for i in inodes)
         assert self._dirty_bytes == sum(i._dirty.total() for i in inodes)
         ids = {i._id for i in inodes}
-        for key in self._policy.keys():
+        resident = self._policy.keys
+        for key in resident():
             assert key >> KEY_SHIFT in ids, f"policy key {key:#x} of no resident inode"
         ops = {id(op): op for i in inodes for _s, _e, op in i._inflight.segments()}
         filling = sum(length for op in ops.values() for _off, length in op.extents)

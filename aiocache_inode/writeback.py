@@ -60,7 +60,11 @@ async def run_flusher(store: CacheStore) -> None:
         with anyio.move_on_after(t.writeback_interval):
             await store._flush_wakeup.wait()
         store._flush_wakeup = anyio.Event()
-        written = await flush_pass(store, everything=store._over_background_dirty())
+        # Over the hard limit writers are waiting on this pass: write everything, not only
+        # expired data, even when dirty_background_bytes was set (or defaulted) above the limit;
+        # otherwise the pass writes nothing and balance_dirty lets the writers through at once.
+        everything = store._over_background_dirty() or store._over_dirty_limit()
+        written = await flush_pass(store, everything=everything)
         store._flush_progress_bytes = written
         store._flush_progress.set()
         store._flush_progress = anyio.Event()

@@ -157,7 +157,7 @@ def make_inode_machine(
             self.faults.short_io_rate = short_io_rate
 
         def _run(self, fn: Callable[[], Awaitable[Any]], cancel_at: int | None) -> tuple[str, Any]:
-            """Run ``fn`` in the portal; returns ("ok", value), ("error", exc) or ("cancelled", None)."""
+            """Run ``fn`` in the portal: ("ok", value), ("error", exc) or ("cancelled", None)."""
             canceller = self.canceller
             assert canceller is not None
 
@@ -173,7 +173,8 @@ def make_inode_machine(
                         canceller.disarm()
                 return ("cancelled", None)
 
-            return self.portal.call(runner)
+            result: tuple[str, Any] = self.portal.call(runner)
+            return result
 
         def _content(self) -> bytes:
             """The inode's whole content, read with faults off (used after failures only)."""

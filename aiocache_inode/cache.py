@@ -13,10 +13,13 @@ them to the pool. The owner's ``_data_lock`` protects it (lock order: see ``inod
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import final
+from typing import TYPE_CHECKING, final
 
 from .ranges import PAGE_MASK
 from .segments import SegmentMap
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["CacheMap"]
 
@@ -26,9 +29,17 @@ def _advance(pool_offset: int, delta: int) -> int:
     return pool_offset + delta
 
 
-def _contiguous(left_pool: int, left_length: int, right_pool: int) -> bool:
-    """Merge rule: the right piece continues the left one in the pool."""
-    return left_pool + left_length == right_pool
+def _contiguous_within(arena_size: int) -> Callable[[int, int, int], bool]:
+    """Merge rule: the right piece continues the left one in the pool, in the same arena.
+
+    Pool offsets of adjacent arenas are numerically contiguous, but one memoryview cannot span
+    two arenas, so a segment must never cross an arena boundary.
+    """
+
+    def contiguous(left_pool: int, left_length: int, right_pool: int) -> bool:
+        return left_pool + left_length == right_pool and right_pool % arena_size != 0
+
+    return contiguous
 
 
 def _check_aligned(start: int, end: int) -> None:
@@ -46,8 +57,8 @@ class CacheMap(SegmentMap[int]):
 
     __slots__ = ()
 
-    def __init__(self) -> None:
-        super().__init__(split=_advance, can_merge=_contiguous)
+    def __init__(self, arena_size: int = 64 << 20) -> None:
+        super().__init__(split=_advance, can_merge=_contiguous_within(arena_size))
 
     def pool_offset(self, offset: int) -> tuple[int, int, int] | None:
         """``(segment start, segment end, pool offset of offset)``, or ``None`` if uncached.

@@ -318,6 +318,29 @@ class SegmentMap(Generic[V]):
         m[new_start] = (new_end, new_value)
         self._total += end - start
 
+    def append(self, start: int, end: int, value: V) -> bool:
+        """Add ``[start, end) -> value`` if it lies at or past the end of the last segment.
+
+        The append fast path (sequential writes): extending the last segment in place is one
+        dict update. Returns False, changing nothing, when the range is not past the end.
+
+        Complexity: O(1) when it extends the last segment, else O(log n).
+        """
+        if start >= end:
+            return start == end
+        m = self._map
+        if m:
+            last_start, (last_end, last_value) = m.peekitem(-1)
+            if last_end > start:
+                return False
+            if last_end == start and self._can_merge(last_value, last_end - last_start, value):
+                m[last_start] = (end, last_value)
+                self._total += end - start
+                return True
+        m[start] = (end, value)
+        self._total += end - start
+        return True
+
     def assign(self, start: int, end: int, value: V) -> None:
         """Make ``[start, end)`` map to ``value``, replacing whatever was there, then merge.
 

@@ -160,6 +160,9 @@ class CacheStore:
         self._budget = BudgetPressure(t.high_watermark, t.low_watermark)
         self._pressure: list[PressureSource] = list(pressure or [])
         self._counters = Counters()
+        # Copied out of the tunables for the write fast path.
+        self._dirty_limit = t.dirty_limit_bytes
+        self._dirty_background = t.dirty_background_bytes
         self._hit_yield_every = t.hit_yield_every
         self._hit_credit = t.hit_yield_every
         # Totals the inodes push deltas into (inode._report).
@@ -634,5 +637,6 @@ class CacheStore:
         ops = {id(op): op for i in inodes for _s, _e, op in i._inflight.segments()}
         filling = sum(length for op in ops.values() for _off, length in op.extents)
         deferred = sum(i._deferred_free.total() for i in inodes)
-        held = self._cached_bytes + filling + deferred
+        appends = sum(i._append[1] for i in inodes if i._append is not None)
+        held = self._cached_bytes + filling + deferred + appends
         assert self._pool.used_bytes == held, f"pool {self._pool.used_bytes} != held {held}"

@@ -1102,10 +1102,10 @@ class CachingInode:
         return True
 
     def _append_pages(self, offset: int, end: int) -> memoryview | None:
-        """Pool pages for ``[offset, pgend(end))`` from the append reservation (refilled with
-        one allocation of at least ``APPEND_RESERVE``); None when the pool has no room.
+        """Pool pages for ``[offset, pgend(end))`` from the append reservation.
 
-        Sets ``_append_last`` to the pages' pool offset.
+        The reservation is refilled with one allocation of at least ``APPEND_RESERVE``.
+        Returns None when the pool has no room. Sets ``_append_last`` to the pages' pool offset.
         """
         need = page_round_up(end) - offset
         store = self._store

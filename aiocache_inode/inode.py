@@ -1156,7 +1156,6 @@ class CachingInode:
             await op.event.wait()
             return pos
         store = self._store
-        cmap = self._cache._map
         seg = self._cache.find(pos)
         if seg is not None:
             s, e, fr = seg
@@ -1169,12 +1168,15 @@ class CachingInode:
             self._grow_locked(stop)
             self._report()
             return stop
-        del cmap
         gap_end = min(end, self._gap_limit_any(pos))
         if store._write_back:
             new = await self._write_back_gap(pos, gap_end, src, base)
             if new is not None:
                 return new
+            # Waiting for room let others run: a fill may have started in the gap since.
+            if self._op_at(pos) is not None or self._cache.find(pos) is not None:
+                return pos
+            gap_end = min(end, self._gap_limit_any(pos))
         return await self._write_through(pos, gap_end, src, base)
 
     def _gap_limit_any(self, pos: int) -> int:

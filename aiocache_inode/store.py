@@ -463,7 +463,7 @@ class CacheStore:
     async def _evict_to(self, target: int, reason: str, *, max_chunks: int | None = None) -> int:
         """Evict in policy order (writing back dirty chunks) until usage <= target.
 
-        Checkpoint: when a dirty chunk is written back.
+        Checkpoint: every 8 chunks, and when a dirty chunk is written back.
         Cancellation: stops between chunks; unfinished chunks stay cached (and dirty).
         """
 
@@ -481,6 +481,10 @@ class CacheStore:
                 if key is None:
                     break
                 count += 1
+                if not count % 8:
+                    # Dropping clean chunks never awaits: yield now and then, so a long
+                    # eviction pass does not stall readers for milliseconds.
+                    await anyio.lowlevel.checkpoint()
                 inode, idx = self._victim_inode(key)
                 if inode is None:
                     continue

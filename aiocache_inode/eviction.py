@@ -19,7 +19,14 @@ from .errors import CacheError
 if TYPE_CHECKING:
     from .store import CacheStore
 
-__all__ = ["BudgetPressure", "CgroupPressure", "PressureSource", "PsiPressure", "run_evictor"]
+__all__ = [
+    "BudgetPressure",
+    "CgroupPressure",
+    "PressureSource",
+    "PsiPressure",
+    "own_cgroup_dir",
+    "run_evictor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,24 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+def own_cgroup_dir(
+    proc_cgroup: str | Path = "/proc/self/cgroup", root: str | Path = "/sys/fs/cgroup"
+) -> Path:
+    """This process's cgroup v2 directory (the ``0::`` line of /proc/self/cgroup).
+
+    Outside a container the root group has no ``memory.current``, so the process's own group
+    is the one whose limit matters. Falls back to ``root``.
+    """
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return Path(root)
+    for line in lines:
+        if line.startswith("0::"):
+            return Path(root) / line[3:].strip().lstrip("/")
+    return Path(root)
+
+
 @final
 class CgroupPressure:
     """cgroup v2: ``memory.current`` against ``memory.high`` (or ``memory.max``).
@@ -76,11 +101,11 @@ class CgroupPressure:
     __slots__ = ("_dir", "high", "low")
 
     def __init__(
-        self, cgroup_dir: str | Path = "/sys/fs/cgroup", high: float = 0.9, low: float = 0.8
-    ):
+        self, cgroup_dir: str | Path | None = None, high: float = 0.9, low: float = 0.8
+    ) -> None:
         if not 0 < low <= high <= 1:
             raise ValueError(f"need 0 < low <= high <= 1, got low={low} high={high}")
-        self._dir = Path(cgroup_dir)
+        self._dir = Path(cgroup_dir) if cgroup_dir is not None else own_cgroup_dir()
         self.high = high
         self.low = low
 

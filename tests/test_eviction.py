@@ -630,3 +630,14 @@ async def test_no_deadlock_under_load(write_back: bool) -> None:
             await s.sync()
             for f in range(NFILES):
                 assert backings[f].data == model.contents(f)
+
+
+def test_own_cgroup_dir_reads_the_v2_line(tmp_path: Path) -> None:
+    from aiocache_inode.eviction import own_cgroup_dir
+
+    proc = tmp_path / "cgroup"
+    proc.write_text("1:name=systemd:/x\n0::/user.slice/app.scope\n")
+    assert own_cgroup_dir(proc, tmp_path) == tmp_path / "user.slice/app.scope"
+    assert own_cgroup_dir(tmp_path / "missing", tmp_path) == tmp_path
+    proc.write_text("3:memory:/v1only\n")
+    assert own_cgroup_dir(proc, tmp_path) == tmp_path

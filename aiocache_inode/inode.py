@@ -1986,13 +1986,15 @@ class CachingInode:
 
         If the write-back fails the cache is kept (and the error raised).
         Checkpoint: always. Cancellation: the cache is either kept or emptied, never half.
-        Requires: no inode lock held (takes _map_lock, then _data_lock).
+        Requires: no inode lock held (takes _attr_lock, _map_lock, then _data_lock).
 
         Raises:
             WritebackError: dirty data could not be written back.
         """
         self._check_open()
-        async with self._map_lock:
+        # _attr_lock keeps writers out from the write-back to the drop: without it a write
+        # landing while the data lock is awaited would be dirtied and then dropped unwritten.
+        async with self._attr_lock, self._map_lock:
             self._maps.invalidate_all(False)
             await self._writeback(0, MAX_OFFSET)
             async with self._data_lock.write_locked():
@@ -2043,7 +2045,8 @@ class CachingInode:
         Unlike the seed, a write-back failure raises (the inode stays open, data kept) instead
         of panicking, and mappings still present raise instead of panicking.
         Checkpoint: always. Cancellation: the inode stays open with its data (or is released).
-        Requires: no inode lock held.
+        Requires: no inode lock held (takes _attr_lock, _map_lock, then _data_lock; the first
+        keeps writers out between the write-back and the drop).
 
         Raises:
             CacheError: mappings still exist.
@@ -2052,7 +2055,7 @@ class CachingInode:
         if self._closed:
             await anyio.lowlevel.checkpoint()
             return
-        async with self._map_lock:
+        async with self._attr_lock, self._map_lock:
             if self._maps.mapped_bytes():
                 raise CacheError("release with mappings still present")
             await self._writeback(0, MAX_OFFSET)

@@ -1,7 +1,8 @@
 """A reader-writer lock for anyio: many readers or one writer, writers preferred.
 
-anyio (like trio) ships no reader-writer lock, and the inode needs one: cache hits take the read
-side of the data lock concurrently, while truncate, eviction and write-back take the write side.
+anyio (like trio) ships no reader-writer lock, and the inode needs one: write-backs hold the
+read side of the data lock concurrently while they write pool pages out, and size changes
+(truncate, allocate) and wholesale drops take the write side (see the lock order in inode.py).
 ``RWLock`` is built only on anyio primitives (``anyio.Event``, the ``anyio.lowlevel``
 checkpoints, ``anyio.get_current_task``), so it runs unchanged on asyncio and on trio.
 

@@ -66,6 +66,11 @@ class _StoreCollector(Collector):
         yield gauge("cached_bytes", "Bytes of file data held in the pool.", s.cached_bytes)
         yield gauge("pinned_bytes", "Bytes mapped by views (never evicted).", s.pinned_bytes)
         yield gauge("dirty_bytes", "Bytes of data not yet written back.", s.dirty_bytes)
+        yield gauge(
+            "dirty_limit_bytes",
+            "Dirty bytes above which writers are throttled.",
+            store.tunables.dirty_limit_bytes,
+        )
         yield gauge("memory_limit_bytes", "The pool's byte budget.", s.memory_limit)
         yield gauge("usage_bytes", "Pool bytes held: cached, being filled, pinned.", s.usage)
         yield gauge("arena_bytes", "Bytes of anonymous memory mapped for the pool.", s.arena_bytes)

@@ -1,7 +1,7 @@
 """Replacement policies: which resident cache chunk to evict next.
 
-A policy orders opaque hashable keys; the store uses ``(inode_id, chunk_index)`` for 64 KiB file
-chunks. It never sees sizes, capacities or data: the store tells it what became resident
+A policy orders opaque hashable keys; the store uses ``inode_id << 48 | chunk_index`` for
+64 KiB file chunks. It never sees sizes, capacities or data: the store tells it what became resident
 (:meth:`~EvictionPolicy.insert`), what was hit (:meth:`~EvictionPolicy.access`), what vanished for
 other reasons (:meth:`~EvictionPolicy.remove`), and asks it for victims
 (:meth:`~EvictionPolicy.pop_victim`) until the pool is back under its low watermark. Pure,

@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import time
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, final
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
+    from .attrs import Attrs
     from .backing.base import BackingFile
     from .metrics import StoreMetrics
 
@@ -59,7 +61,7 @@ class Tunables:
     dirty_limit_bytes: int = 0  # writers are throttled above this; 0 = limit // 4
     writeback_max_run: int = 8 << 20  # largest single write-back request
     arena_size: int = 64 << 20  # bytes per anonymous mmap arena of the pool
-    noatime: bool = False  # reads do not touch atime
+    noatime: bool = False  # touch_access_time() is a no-op (reads never touch atime: see docs)
 
     def resolved(self, memory_limit: int) -> Tunables:
         """Fill the zero defaults that depend on the budget, and validate."""
@@ -67,9 +69,9 @@ class Tunables:
         if t.readahead_cap == 0:
             t = replace(t, readahead_cap=max(memory_limit // 4, 1 << 20))
         if t.dirty_background_bytes == 0:
-            t = replace(t, dirty_background_bytes=max(memory_limit // 10, 1 << 20))
+            t = replace(t, dirty_background_bytes=max(memory_limit // 10, 64 << 10))
         if t.dirty_limit_bytes == 0:
-            t = replace(t, dirty_limit_bytes=max(memory_limit // 4, 4 << 20))
+            t = replace(t, dirty_limit_bytes=max(memory_limit // 4, 256 << 10))
         if not 0 < t.low_watermark <= t.high_watermark <= 1:
             raise ValueError("need 0 < low_watermark <= high_watermark <= 1")
         if t.readahead_max < 0:
@@ -303,7 +305,7 @@ class CacheStore:
                 except Exception as exc:
                     raise BackingError(f"opening the backing of {key!r} failed: {exc}") from exc
             try:
-                attrs = await b.get_attributes()
+                attrs = await self._timed_get_attributes(b)
             except Exception as exc:
                 raise BackingError(f"reading attributes of {key!r} failed: {exc}") from exc
             inode_id = next(self._ids)
@@ -314,6 +316,21 @@ class CacheStore:
         finally:
             del self._opening[key]
             done.set()
+
+    async def _timed_get_attributes(self, backing: BackingFile) -> Attrs:
+        """``backing.get_attributes()``, counted and timed like every other backing request."""
+        c = self._counters
+        c.backing_requests["get_attributes"] += 1
+        t0 = time.perf_counter()
+        try:
+            return await backing.get_attributes()
+        except Exception:
+            c.backing_errors["get_attributes"] += 1
+            raise
+        finally:
+            dt = time.perf_counter() - t0
+            c.backing_seconds["get_attributes"] += dt
+            self._observe_backing("get_attributes", dt)
 
     def get(self, key: Hashable) -> CachingInode:
         """The resident inode for ``key``.

@@ -17,7 +17,7 @@ Use it for your own backing::
 
 Invariants checked after every step:
     1. the cached pages equal the model (and bytes past the size in the last page are zero);
-    2. the inode's size equals the model's length;
+    2. the inode's size equals the model's length, and its mode the model's mode;
     3. dirty ⊆ cached, policy and pool accounting exact (``store._check_invariants()``);
     4. no pins, maps or in-flight I/O left behind by a finished (or cancelled) operation;
     5. usage <= memory_limit once background I/O has drained;
@@ -97,6 +97,7 @@ def make_inode_machine(
             self._portal_cm = start_blocking_portal(backend)
             self.portal = self._portal_cm.__enter__()
             self.model = bytearray()
+            self.model_mode = 0
             self.inner: BackingFile | None = None
             self.read_back: Callable[[], Awaitable[bytes]] | None = None
             self.store: CacheStore | None = None
@@ -135,6 +136,7 @@ def make_inode_machine(
                 self.store.open("k", self.canceller)
             )
             self.inode = self._open_cm.__enter__()
+            self.model_mode = self.inode.attrs.mode
             note(f"open: {len(data)} bytes, write_back={write_back}")
 
         def teardown(self) -> None:
@@ -335,6 +337,41 @@ def make_inode_machine(
                 self.model[offset : offset + length] = pattern
 
         @precondition(lambda self: self.inode is not None)
+        @rule(mode=st.integers(0, 0o777))
+        def set_permissions(self, mode: int) -> None:
+            inode = self.inode
+            assert inode is not None
+            status, ok = self._run(lambda: inode.set_permissions(mode), None)
+            note(f"set_permissions({mode:#o}) -> {status} {ok}")
+            if status == "ok" and ok:
+                self.model_mode = mode
+
+        @precondition(lambda self: self.inode is not None)
+        @rule()
+        def forget_and_reopen(self) -> None:
+            """Release the inode (writing everything back) and open the key afresh."""
+            store = self.store
+            assert store is not None
+            assert self.canceller is not None
+            status, _ = self._run(lambda: store.forget("k"), None)
+            note(f"forget -> {status}")
+            if status != "ok":
+                return
+            assert self.inode is not None
+            assert self.inode.closed
+            self._open_cm.__exit__(None, None, None)
+            self._open_cm = self.portal.wrap_async_context_manager(store.open("k", self.canceller))
+            saved = (self.faults.error_rate, self.faults.short_io_rate) if self.faults else (0, 0)
+            self._set_faults(0.0, 0.0)  # get_attributes of the reopen must succeed
+            try:
+                self.inode = self._open_cm.__enter__()
+            finally:
+                self._set_faults(*saved)
+            assert self.inode.size == len(self.model)
+            assert self.inode.attrs.mode == self.model_mode
+            assert self.inode.cached_bytes == 0
+
+        @precondition(lambda self: self.inode is not None)
         @rule(
             error_rate=st.sampled_from([0.0, 0.0, 0.1, 0.5]),
             short_io_rate=st.sampled_from([0.0, 0.3, 1.0]),
@@ -363,6 +400,7 @@ def make_inode_machine(
 
             self.portal.call(drain)
             assert inode.size == len(self.model), (inode.size, len(self.model))
+            assert inode.attrs.mode == self.model_mode
             pool = store._pool
             for s, e, fr in inode._cache.segments():
                 got = bytes(pool.view(fr, e - s))

@@ -7,10 +7,9 @@ through 16 MiB front to back in 64 KiB ``readinto`` calls, each repetition on a 
 - the subject: ``CachingInode.readinto`` with the default tunables (the window grows on
   sequential access, several backing requests in flight, a cap on speculative bytes);
 - the seed's policy: fill only what the read requires, at most a 64 KiB window, no readahead.
-  The tunables cannot turn readahead off (``readahead_initial``/``readahead_max`` must be
-  positive, and even ``readahead_cap=1`` lets one speculative request out), so this baseline is
-  the seed's I/O pattern written directly: one 64 KiB ``MemoryBacking.read_into`` per read, in
-  sequence;
+  This baseline is the seed's I/O pattern written directly: one 64 KiB
+  ``MemoryBacking.read_into`` per read, in sequence (what the cache itself does with
+  ``readahead_max=0``, minus the cache's own overhead, which only favours the baseline);
 - fsspec's ``ReadAheadCache`` (``AbstractBufferedFile``, ``cache_type="readahead"``, fsspec's
   default 5 MiB block) whose fetcher sleeps the same delay (synchronously; fsspec files are
   synchronous).

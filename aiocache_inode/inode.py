@@ -791,6 +791,7 @@ class CachingInode:
         pos = max(page_round_up(self._ra_next), self._ra_reserved_end)
         first = pos
         target = min(pos + window, eof)
+        issued = False
         while pos < target:
             if store._readahead_inflight >= t.readahead_cap:
                 break
@@ -809,10 +810,16 @@ class CachingInode:
             if op is None:
                 break
             store._spawn(self._run_fill, op)
+            issued = True
             pos = stop
         self._ra_reserved_end = max(self._ra_reserved_end, pos)
-        # The next window goes out when a read reaches the first page of this one.
-        self._ra_trigger = first + PAGE_SIZE if pos > first else MAX_OFFSET
+        if issued or pos < target:
+            # The next window goes out when a read reaches the first page of this one (or,
+            # when the cap or the budget stopped us, retry from there).
+            self._ra_trigger = first + PAGE_SIZE if pos > first else MAX_OFFSET
+        else:
+            # All of it was cached already: look again only once the reader gets there.
+            self._ra_trigger = pos
 
     @staticmethod
     def _next_boundary(m: SegmentMap[Any], pos: int) -> int:

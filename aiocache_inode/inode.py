@@ -2182,19 +2182,8 @@ class CachingInode:
         return n
 
     async def _backing_call(self, op: str, coro: Any) -> Any:
-        """Await one backing request, counting and timing it by operation."""
-        counters = self._store._counters
-        counters.backing_requests[op] += 1
-        t0 = time.perf_counter()
-        try:
-            return await coro
-        except Exception:
-            counters.backing_errors[op] += 1
-            raise
-        finally:
-            dt = time.perf_counter() - t0
-            counters.backing_seconds[op] += dt
-            self._store._observe_backing(op, dt)
+        """Await one backing request, counted and timed by the store."""
+        return await self._store._backing_call(op, coro)
 
     def _report(self) -> None:
         """Push this inode's byte-count changes into the store's totals. O(1)."""

@@ -305,7 +305,7 @@ class CacheStore:
                 except Exception as exc:
                     raise BackingError(f"opening the backing of {key!r} failed: {exc}") from exc
             try:
-                attrs = await self._timed_get_attributes(b)
+                attrs: Attrs = await self._backing_call("get_attributes", b.get_attributes())
             except Exception as exc:
                 raise BackingError(f"reading attributes of {key!r} failed: {exc}") from exc
             inode_id = next(self._ids)
@@ -317,20 +317,23 @@ class CacheStore:
             del self._opening[key]
             done.set()
 
-    async def _timed_get_attributes(self, backing: BackingFile) -> Attrs:
-        """``backing.get_attributes()``, counted and timed like every other backing request."""
+    async def _backing_call(self, op: str, coro: Any) -> Any:
+        """Await one backing request, counting and timing it by operation.
+
+        Every inode's requests and the opening ``get_attributes`` go through here.
+        """
         c = self._counters
-        c.backing_requests["get_attributes"] += 1
+        c.backing_requests[op] += 1
         t0 = time.perf_counter()
         try:
-            return await backing.get_attributes()
+            return await coro
         except Exception:
-            c.backing_errors["get_attributes"] += 1
+            c.backing_errors[op] += 1
             raise
         finally:
             dt = time.perf_counter() - t0
-            c.backing_seconds["get_attributes"] += dt
-            self._observe_backing("get_attributes", dt)
+            c.backing_seconds[op] += dt
+            self._observe_backing(op, dt)
 
     def get(self, key: Hashable) -> CachingInode:
         """The resident inode for ``key``.

@@ -779,3 +779,46 @@ class TestRegressions:
             await inode.write_out()
             assert b.data == b"a" * 10 + b"zz" + b"a" * (P - 12) + b"q" * P
             s._check_invariants()
+
+    async def test_write_during_invalidate_unsavable_is_not_lost(self) -> None:
+        # A write landing while invalidate_unsavable waited for the data lock was dirtied and
+        # then dropped unwritten; the wholesale drop now keeps writers out until it is done.
+        # The writer writes at every scheduling point until the invalidation has finished;
+        # its last completed write must survive.
+        overlapped = [await _race_write_with_invalidate(rounds) for rounds in range(6)]
+        assert any(overlapped)  # the writer did overlap the invalidation in some round
+
+
+async def _race_write_with_invalidate(rounds: int) -> bool:
+    """Start a writer ``rounds`` checkpoints into invalidate_unsavable; check its last write."""
+    inner = MemoryBacking(b"i" * (2 * P))
+    async with store() as s:
+        inode = await _inode(s, inner)
+        await inode.read(0, 2 * P)
+        await inode.write(0, b"first")
+        finished = anyio.Event()
+        last = 0
+
+        async def invalidate() -> None:
+            await inode.invalidate_unsavable()
+            finished.set()
+
+        async def writer() -> None:
+            nonlocal last
+            n = 0
+            while not finished.is_set():
+                n += 1
+                await inode.write(P, n.to_bytes(8, "big"))
+                last = n
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(invalidate)
+            for _ in range(rounds):
+                await anyio.lowlevel.checkpoint()
+            tg.start_soon(writer)
+        await inode.write_out()
+        assert inner.data[:5] == b"first"
+        if last:
+            assert int.from_bytes(inner.data[P : P + 8], "big") == last
+        return last > 0

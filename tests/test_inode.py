@@ -241,6 +241,18 @@ class TestReadWrite:
                 await inode.set_permissions(0o70000)
             with pytest.raises(TypeError):
                 await inode.set_timestamps(5, TimeSpec.omit())  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="negative"):
+                inode.view(-1, 5)
+            with pytest.raises(ValueError, match="invalid range"):
+                await inode.evict(10, 2)
+            with pytest.raises(ValueError, match="invalid size"):
+                await inode.truncate(1.5)  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="invalid id"):
+                await inode.set_owner(uid=-1)
+            with pytest.raises(TypeError):
+                await inode.readinto(0, 12345)
+            with pytest.raises(ValueError, match="underflow"):
+                inode.dec_ref(Range(0, P))
             assert b.data == b"abc"
             assert inode.attrs.size == 3
             assert await inode.read(0, 10) == b"abc"

@@ -1001,7 +1001,13 @@ class CachingInode:
         the file is filled first). The data is applied in file order; a failure stops there, and
         the inode's size and contents then reflect exactly the prefix that was applied.
 
-        Checkpoint: always.
+        Hot path: a write that needs no I/O (its bytes land in one cached segment, or in
+        write-back mode in fresh pages at or past EOF) while no other writer holds the inode, no
+        I/O is in flight over its range and dirty bytes are under the limit, completes in one
+        synchronous section without taking ``_attr_lock``, like a cache hit.
+
+        Checkpoint: always, except on the hot path, which checkpoints on every
+        ``hit_yield_every``-th hit or synchronous write in the store.
         Cancellation: like a failure, a prefix of ``data`` may have been applied (size included);
         a write-through request already sent completes first (shielded).
         Requires: no inode lock held (takes _attr_lock).

@@ -722,6 +722,25 @@ class TestConcurrency:
                 await inode.readinto(0, buf)
                 assert s._hit_credit == 16
 
+    async def test_cached_write_does_not_yield(self, anyio_backend: str) -> None:
+        async with store(hit_yield_every=16, write_back=True) as s:
+            inode = await _inode(s, MemoryBacking(b"y" * P))
+            await inode.read(0, P)
+            s._hit_credit = 16
+            if anyio_backend == "trio":
+                import trio.testing
+
+                with trio.testing.assert_no_checkpoints():
+                    for i in range(15):
+                        await inode.write(i, b"w")
+                with trio.testing.assert_checkpoints():
+                    await inode.write(100, b"w")
+            else:
+                for i in range(15):
+                    await inode.write(i, b"w")
+                assert s._hit_credit == 1
+            assert await inode.read(0, 15) == b"w" * 15
+
     async def test_cancelled_read_leaves_no_trace(self) -> None:
         b = FaultInjector(MemoryBacking(b"c" * (4 * P)), seed=0, latency=0.5)
         async with store() as s:

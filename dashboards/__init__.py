@@ -1,0 +1,1 @@
+"""The Grafana dashboard for aiocache_inode: ``build.py`` generates ``aiocache_inode.json``."""

@@ -917,6 +917,10 @@ class CachingInode:
             if op.speculative:
                 self._ra_unused.assign(op.start, keep_end, True)
             self._touch_chunks(op.start, keep_end)
+            # Pages being filled were not evictable when the evictor last looked: wake it now
+            # that they are, rather than at its next poll.
+            if store._pool.used_bytes > store._evict_above:
+                store._wake_evictor()
         self._report()
         op.event.set()
 

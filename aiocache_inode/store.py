@@ -160,6 +160,8 @@ class CacheStore:
         self._pool = MemoryPool(arena_size=t.arena_size)
         self._policy = make_policy(t.policy)
         self._budget = BudgetPressure(t.high_watermark, t.low_watermark)
+        # Usage above which finished fills wake the evictor (the high watermark, in bytes).
+        self._evict_above = int(t.high_watermark * memory_limit)
         self._pressure: list[PressureSource] = list(pressure or [])
         self._counters = Counters()
         # Copied out of the tunables for the write fast path.

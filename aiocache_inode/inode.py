@@ -362,7 +362,7 @@ class CachingInode:
         self._reported_cached = 0
         self._reported_dirty = 0
         self._reported_mapped = 0
-        # time.monotonic() when the inode last went from clean to dirty (the flusher's age).
+        # store._monotonic() when the inode last went from clean to dirty (the flusher's age).
         self._dirtied_at: float | None = None
         # Open handles from store.open(); the store keeps the inode resident regardless.
         self._users = 0
@@ -2205,7 +2205,7 @@ class CachingInode:
         store._dirty_bytes += d - self._reported_dirty
         store._mapped_bytes += m - self._reported_mapped
         if d and not self._reported_dirty:
-            self._dirtied_at = time.monotonic()
+            self._dirtied_at = self._store._monotonic()
         elif not d:
             self._dirtied_at = None
         self._reported_cached, self._reported_dirty, self._reported_mapped = c, d, m

@@ -133,6 +133,12 @@ class CacheStore:
         write_back: cache writes to uncached ranges (flushed later) instead of writing through.
         pressure: extra pressure sources (``CgroupPressure``, ``PsiPressure``) besides the budget.
         clock: nanosecond wall clock for timestamps (tests inject one).
+        monotonic: seconds clock for dirty-data ages (the flusher's expiry); default the event
+            loop's clock (``anyio.current_time``), which a virtual clock such as trio's
+            ``MockClock`` controls. Tests may inject their own.
+        background: start the evictor and flusher tasks (default). Deterministic tests pass
+            False and drive ``run_eviction_pass`` / ``run_flush_pass`` themselves; writers over
+            the dirty limit then write back inline instead of waiting for the flusher.
         **tunables: any field of :class:`Tunables`.
     """
 
@@ -144,6 +150,8 @@ class CacheStore:
         write_back: bool = False,
         pressure: list[PressureSource] | None = None,
         clock: Callable[[], int] = now_ns,
+        monotonic: Callable[[], float] = anyio.current_time,
+        background: bool = True,
         **tunables: Any,
     ) -> None:
         if not isinstance(memory_limit, int) or memory_limit <= 0:
@@ -156,6 +164,9 @@ class CacheStore:
         t = self._tunables
         self._write_back = bool(write_back)
         self._clock = clock
+        # Immutable after __init__.
+        self._monotonic = monotonic
+        self._background = bool(background)
         self._noatime = t.noatime
         self._pool = MemoryPool(arena_size=t.arena_size)
         self._policy = make_policy(t.policy)
@@ -205,8 +216,9 @@ class CacheStore:
         await tg.__aenter__()
         self._tg = tg
         self._running = True
-        tg.start_soon(run_evictor, self, name="aiocache_inode evictor")
-        tg.start_soon(run_flusher, self, name="aiocache_inode flusher")
+        if self._background:
+            tg.start_soon(run_evictor, self, name="aiocache_inode evictor")
+            tg.start_soon(run_flusher, self, name="aiocache_inode flusher")
         return self
 
     async def __aexit__(
@@ -559,6 +571,33 @@ class CacheStore:
                 + "; ".join(errors)
             )
         return self._pool.used_bytes
+
+    async def run_eviction_pass(self) -> int:
+        """One pass of the evictor, as the background task runs it; returns the usage after.
+
+        For stores made with ``background=False`` (deterministic tests drive eviction as a
+        step of their own); harmless on others.
+
+        Checkpoint: always. Cancellation: stops between chunks; nothing is lost.
+        """
+        await anyio.lowlevel.checkpoint()
+        target = self._pressure_target()
+        if target is not None:
+            self._counters.eviction_runs += 1
+            with contextlib.suppress(CacheError):
+                await self._evict_to(target, "pressure")
+        return self._pool.used_bytes
+
+    async def run_flush_pass(self, *, everything: bool = False) -> int:
+        """One pass of the flusher: expired dirty data (or all of it); returns bytes written.
+
+        Checkpoint: always. Cancellation: stops between runs; unwritten data stays dirty.
+        """
+        await anyio.lowlevel.checkpoint()
+        from .writeback import flush_pass
+
+        everything = everything or self._over_background_dirty() or self._over_dirty_limit()
+        return await flush_pass(self, everything=everything)
 
     def _pressure_target(self) -> int | None:
         usage = self._pool.used_bytes

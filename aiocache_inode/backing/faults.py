@@ -135,6 +135,16 @@ class FaultInjector:
     ) -> None:
         await self.aclose()
 
+    def reseed(self, seed: int) -> None:
+        """Restart the fault sequence from ``seed`` (``stats`` are kept).
+
+        A deterministic test reseeds before each operation with a seed derived from its own
+        seed and the operation's number, so the faults an operation meets do not depend on how
+        many calls earlier operations (or background tasks) made.
+        """
+        self.seed = seed
+        self._rng = random.Random(seed)
+
     # -- the faults ---------------------------------------------------------------------------
 
     def _draw_error(self) -> bool:

@@ -6,6 +6,24 @@ and the two are compared after every step. Faults (errors, short I/O) and cancel
 chosen backing call are injected; both anyio backends run it through a blocking portal (rules
 are synchronous).
 
+It replays: a failure found once is found again from its seed, and shrinks. What makes it so:
+
+- the store runs no background tasks (``background=False``): eviction and flush passes are
+  rules of their own, and every rule waits, inside the event loop, for the readahead it
+  started; so between two rules the loop is idle, and the invariants are checked in the loop
+  (a synchronous call through the portal) where nothing can run half-way;
+- dirty-data ages use a virtual clock (``monotonic=``) that only the ``advance_clock`` rule
+  moves; on trio the loop also runs under ``trio.testing.MockClock(autojump_threshold=0)``, so
+  the guard against a hang costs no real time; trio's scheduler randomness is registered with
+  Hypothesis by trio itself;
+- the fault sequence is reseeded before every rule from the drawn seed and the rule's number,
+  and a cancellation point counts only the backing calls of the rule's own task, so what one
+  rule meets does not depend on how many calls earlier rules (or readahead) made.
+
+Backings over host threads (``LocalFile``) still finish in real time, in whatever order the
+threads do; pass ``threads=True`` for them (no virtual clock there, and the hang guard is real
+time). A failure there may not replay exactly.
+
 Use it for your own backing::
 
     from aiocache_inode.testing.stateful import make_inode_machine
@@ -26,6 +44,8 @@ Invariants checked after every step:
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,16 +90,34 @@ async def memory_factory(data: bytes) -> tuple[BackingFile, Callable[[], Awaitab
 
 
 async def local_file_factory(data: bytes) -> tuple[BackingFile, Callable[[], Awaitable[bytes]]]:
-    """A LocalFile in a fresh temporary directory holding ``data``, and its read-back."""
+    """A LocalFile holding ``data`` on an unlinked temporary file, and its read-back.
+
+    The file is removed (with its directory) as soon as it is open: nothing is left on disk
+    whatever happens to the test, and the data goes when the backing is closed. The read-back
+    reads through the open descriptor.
+    """
     d = Path(tempfile.mkdtemp(prefix="aiocache-inode-machine-"))
-    path = d / "file.bin"
-    path.write_bytes(data)
-    b = await LocalFile.open(path, writable=True)
+    try:
+        path = d / "file.bin"
+        path.write_bytes(data)
+        b = await LocalFile.open(path, writable=True)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
     async def read_back() -> bytes:
-        return await anyio.Path(path).read_bytes()
+        fd = b.fd()
+        return os.pread(fd, os.fstat(fd).st_size, 0)
 
     return b, read_back
+
+
+#: Spacing of the per-rule fault seeds derived from the drawn seed (see ``_rule_seed``).
+_SEED_STRIDE = 1_000_003
+
+
+def _rule_seed(seed: int, rule: int) -> int:
+    """The fault seed for rule number ``rule`` of a run drawn with ``seed``."""
+    return seed * _SEED_STRIDE + rule
 
 
 def make_inode_machine(
@@ -88,13 +126,29 @@ def make_inode_machine(
     backend: str = "asyncio",
     write_back: bool = False,
     policy: str = "s3fifo",
+    threads: bool = False,
 ) -> type[RuleBasedStateMachine]:
-    """Build a state machine class over backings made by ``factory``."""
+    """Build a state machine class over backings made by ``factory``.
+
+    Args:
+        factory: makes a backing holding the given bytes, and a coroutine function reading the
+            backing's bytes back.
+        backend: the anyio backend.
+        write_back: the store's write policy.
+        policy: the store's eviction policy.
+        threads: the backing finishes requests on host threads (``LocalFile``): run on the
+            real clock, since a virtual one would jump past a thread still working.
+    """
 
     class InodeMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self._portal_cm = start_blocking_portal(backend)
+            options: dict[str, Any] = {}
+            if backend == "trio" and not threads:
+                from trio.testing import MockClock
+
+                options["clock"] = MockClock(autojump_threshold=0)
+            self._portal_cm = start_blocking_portal(backend, options)
             self.portal = self._portal_cm.__enter__()
             self.model = bytearray()
             self.model_mode = 0
@@ -107,6 +161,10 @@ def make_inode_machine(
             self.faults: FaultInjector | None = None
             self.canceller: CancellingBacking | None = None
             self.steps = 0
+            # The virtual clock of dirty-data ages: only advance_clock moves it.
+            self.now = 0.0
+            self.seed = 0
+            self.rule_count = 0
 
         # -- set-up and tear-down ---------------------------------------------------------------
 
@@ -119,6 +177,7 @@ def make_inode_machine(
             self.model = bytearray(data)
             inner, self.read_back = self.portal.call(factory, data)
             self.inner = inner
+            self.seed = seed
             self.faults = FaultInjector(inner, seed=seed)
             self.canceller = CancellingBacking(self.faults)
             self.store = CacheStore(
@@ -129,6 +188,8 @@ def make_inode_machine(
                 readahead_initial=4 * P,
                 readahead_max=8 * P,
                 readahead_request=4 * P,
+                background=False,
+                monotonic=lambda: self.now,
             )
             self._store_cm = self.portal.wrap_async_context_manager(self.store)
             self._store_cm.__enter__()
@@ -137,7 +198,7 @@ def make_inode_machine(
             )
             self.inode = self._open_cm.__enter__()
             self.model_mode = self.inode.attrs.mode
-            note(f"open: {len(data)} bytes, write_back={write_back}")
+            note(f"open: {len(data)} bytes, write_back={write_back}, seed={seed}")
 
         def teardown(self) -> None:
             try:
@@ -158,22 +219,47 @@ def make_inode_machine(
             self.faults.error_rate = error_rate
             self.faults.short_io_rate = short_io_rate
 
+        async def _drain(self) -> None:
+            """Wait for the background I/O (readahead) the last operation started.
+
+            Under trio's MockClock a hang fails at once (the clock jumps to the deadline); on
+            the real clock the bound is generous (a loaded CI machine runs threads late).
+            """
+            inode = self.inode
+            if inode is None:
+                return
+            with anyio.fail_after(30):
+                while inode._inflight:
+                    _s, _e, op = next(iter(inode._inflight.segments()))
+                    await op.event.wait()
+
         def _run(self, fn: Callable[[], Awaitable[Any]], cancel_at: int | None) -> tuple[str, Any]:
-            """Run ``fn`` in the portal: ("ok", value), ("error", exc) or ("cancelled", None)."""
+            """Run ``fn`` in the loop: ("ok", value), ("error", exc) or ("cancelled", None).
+
+            The fault sequence is reseeded first (from the drawn seed and this rule's number),
+            and the background I/O ``fn`` started has finished when this returns.
+            """
             canceller = self.canceller
+            faults = self.faults
             assert canceller is not None
+            assert faults is not None
+            self.rule_count += 1
+            rule_seed = _rule_seed(self.seed, self.rule_count)
 
             async def runner() -> tuple[str, Any]:
+                faults.reseed(rule_seed)
+                result: tuple[str, Any] = ("cancelled", None)
                 with anyio.CancelScope() as scope:
                     if cancel_at is not None:
                         canceller.arm(scope, cancel_at)
                     try:
-                        return ("ok", await fn())
+                        result = ("ok", await fn())
                     except CacheError as exc:
-                        return ("error", exc)
+                        result = ("error", exc)
                     finally:
                         canceller.disarm()
-                return ("cancelled", None)
+                await self._drain()
+                return result
 
             result: tuple[str, Any] = self.portal.call(runner)
             return result
@@ -185,9 +271,12 @@ def make_inode_machine(
             saved = (self.faults.error_rate, self.faults.short_io_rate) if self.faults else (0, 0)
             self._set_faults(0.0, 0.0)
             try:
-                return self.portal.call(inode.read, 0, inode.size)
+                status, value = self._run(lambda: inode.read(0, inode.size), None)
             finally:
                 self._set_faults(*saved)
+            assert status == "ok", (status, value)
+            assert isinstance(value, bytes)
+            return value
 
         def _adopt_write_prefix(self, offset: int, data: bytes, old_size: int) -> None:
             """After a failed or cancelled write: the inode must show exactly a prefix applied."""
@@ -382,23 +471,42 @@ def make_inode_machine(
 
         # -- invariants ------------------------------------------------------------------------
 
-        @invariant()
-        def matches_model(self) -> None:
+        @precondition(lambda self: self.inode is not None)
+        @rule()
+        def eviction_pass(self) -> None:
+            """One pass of the evictor, as the background task would run it."""
+            store = self.store
+            assert store is not None
+            status, value = self._run(store.run_eviction_pass, None)
+            note(f"eviction_pass -> {status} {value if status == 'ok' else ''}")
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(everything=st.booleans(), cancel_at=st.none() | st.integers(1, 3))
+        def flush_pass(self, everything: bool, cancel_at: int | None) -> None:
+            """One pass of the flusher: expired dirty data (on the virtual clock), or all."""
+            store = self.store
+            assert store is not None
+            status, _ = self._run(lambda: store.run_flush_pass(everything=everything), cancel_at)
+            note(f"flush_pass(everything={everything}, cancel_at={cancel_at}) -> {status}")
+            if status == "ok" and everything and self.faults and self.faults.error_rate == 0:
+                assert store.dirty_bytes == 0
+
+        @precondition(lambda self: self.inode is not None)
+        @rule(seconds=st.sampled_from([0.5, 2.0, 6.0]))
+        def advance_clock(self, seconds: float) -> None:
+            """Move the virtual clock that dirty-data ages are measured on."""
+            self.now += seconds
+            note(f"clock +{seconds} -> {self.now}")
+
+        # -- invariants ------------------------------------------------------------------------
+
+        def _check_in_loop(self) -> None:
+            """The invariants, run synchronously in the event loop (nothing interleaves)."""
             inode = self.inode
             store = self.store
-            if inode is None or store is None:
-                return
-            self.steps += 1
-
-            async def drain() -> None:
-                # Background readahead may still be in flight: let it land first. The bound is
-                # generous (a loaded CI machine runs worker threads late), but a hang still fails.
-                with anyio.fail_after(30):
-                    while inode._inflight:
-                        _s, _e, op = next(iter(inode._inflight.segments()))
-                        await op.event.wait()
-
-            self.portal.call(drain)
+            assert inode is not None
+            assert store is not None
+            assert not inode._inflight, "background I/O still in flight after the rule"
             assert inode.size == len(self.model), (inode.size, len(self.model))
             assert inode.attrs.mode == self.model_mode
             pool = store._pool
@@ -410,6 +518,13 @@ def make_inode_machine(
             assert not inode._pins
             store._check_invariants()
             assert store.usage <= store.memory_limit, (store.usage, store.memory_limit)
+
+        @invariant()
+        def matches_model(self) -> None:
+            if self.inode is None or self.store is None:
+                return
+            self.steps += 1
+            self.portal.call(self._check_in_loop)
 
     InodeMachine.__name__ = f"InodeMachine_{backend}_{'wb' if write_back else 'wt'}"
     return InodeMachine

@@ -104,6 +104,20 @@ class TestDeterminism:
         b = await run_script(with_short, 200)
         assert [o == EIO for o in a] == [o == EIO for o in b]
 
+    async def test_reseed_restarts_the_sequence(self) -> None:
+        # A test reseeds per operation: what an operation meets then depends only on the seed,
+        # not on how many calls came before it.
+        rates = {"error_rate": 0.3, "short_io_rate": 0.4}
+        fresh = await run_script(make(seed=3, **rates), 100)
+        used = make(seed=99, **rates)
+        await run_script(used, 57)
+        used.reseed(3)
+        assert used.seed == 3
+        again = await run_script(used, 100)
+        assert [o == EIO for o in again] == [o == EIO for o in fresh]
+        assert EIO in fresh
+        assert used.stats.calls == 157
+
 
 class TestErrors:
     async def test_error_is_oserror_eio_and_inner_untouched(self) -> None:

@@ -17,6 +17,8 @@ from aiocache_inode.testing.stateful import (
 )
 
 FACTORIES = {"memory": memory_factory, "local": local_file_factory}
+#: Backings that finish requests on host threads (no virtual clock for them).
+THREADED = {"local"}
 
 FAST = [
     ("asyncio", "memory", False),
@@ -32,16 +34,19 @@ def _ids(combo: tuple[str, str, bool]) -> str:
     return f"{backend}-{factory}-{'writeback' if write_back else 'writethrough'}"
 
 
+def _machine(combo: tuple[str, str, bool]) -> type:
+    backend, factory, write_back = combo
+    return make_inode_machine(
+        FACTORIES[factory], backend=backend, write_back=write_back, threads=factory in THREADED
+    )
+
+
 @pytest.mark.parametrize("combo", FAST, ids=_ids)
 def test_inode_machine(combo: tuple[str, str, bool]) -> None:
-    backend, factory, write_back = combo
-    machine = make_inode_machine(FACTORIES[factory], backend=backend, write_back=write_back)
-    run_state_machine_as_test(machine, settings=settings())
+    run_state_machine_as_test(_machine(combo), settings=settings())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("combo", ALL, ids=_ids)
 def test_inode_machine_slow(combo: tuple[str, str, bool]) -> None:
-    backend, factory, write_back = combo
-    machine = make_inode_machine(FACTORIES[factory], backend=backend, write_back=write_back)
-    run_state_machine_as_test(machine, settings=settings())
+    run_state_machine_as_test(_machine(combo), settings=settings())

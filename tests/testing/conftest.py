@@ -1,0 +1,29 @@
+"""The machines clean up after themselves: no temporary directory of theirs is left behind."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+#: Prefixes of the temporary directories the testing helpers create.
+PREFIXES = ("aiocache-inode-machine-", "aiocache-inode-concurrent-")
+
+
+def _ours() -> set[str]:
+    tmp = Path(tempfile.gettempdir())
+    return {p.name for p in tmp.iterdir() if p.name.startswith(PREFIXES)}
+
+
+@pytest.fixture(scope="package", autouse=True)
+def no_temporary_directories_left() -> Iterator[None]:
+    """Fail the package's tests if they leave a helper's temporary directory in /tmp."""
+    before = _ours()
+    yield
+    left = _ours() - before
+    assert not left, f"temporary directories left behind: {sorted(left)}"

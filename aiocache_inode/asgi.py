@@ -43,6 +43,7 @@ from pickle import PickleBuffer
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
+import anyio.lowlevel
 from starlette.responses import Response
 
 from .errors import CacheError
@@ -301,7 +302,7 @@ async def run_until_disconnect(
         async def watch() -> None:
             nonlocal disconnected
             while (await receive())["type"] != "http.disconnect":
-                pass
+                await anyio.lowlevel.checkpoint()  # a receive that never blocks cannot spin
             disconnected = True
             tg.cancel_scope.cancel()
 

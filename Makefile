@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,gateway,s3]'
 	@touch $(STAMP)
 
+# The S3 gateway on 127.0.0.1:9000, data in ./data; prints the endpoint, credentials, an aws command.
 run: $(STAMP)
-	$(PY) -m examples.demo
+	$(PY) -m examples.object_store_gateway --host 127.0.0.1 --port 9000 --data-dir ./data
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -32,8 +32,11 @@ of them until the application returns) would make that wait endless, so by defau
 still holds that object when ``send`` returns, the rest is copied too. ``zero_copy=True`` skips
 the probe (for a server known to let go, such as uvicorn); ``zero_copy=False`` always copies.
 
-Ranges up to ``copy_threshold`` (64 KiB) are sent as copies made by ``inode.read``: its hit path
-completes without a checkpoint and costs less than pinning a view.
+Ranges up to ``copy_threshold`` (1 MiB) are sent as copies made by ``inode.read``: its hit path
+completes without a checkpoint, and below about a megabyte the copy costs less than pinning and
+unpinning a view (``add_mapping``, ``translate``, ``remove_mapping``) plus the disconnect watcher:
+measured under uvicorn, a 256 KiB file served 2.2x faster by copies than by views; at 4 MiB
+the two were even. Zero copy is for big bodies, where it bounds memory rather than CPU.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ __all__ = [
 
 CHUNK_SIZE = 256 << 10  # bytes per http.response.body message
 WINDOW_SIZE = 1 << 20  # bytes pinned per inode.view() window: the most one response pins
-COPY_THRESHOLD = 64 << 10  # ranges up to this many bytes go out as one inode.read() copy
+COPY_THRESHOLD = 1 << 20  # ranges up to this many bytes go out as inode.read() copies
 _PROBE_SIZE = 16 << 10  # the bytes copy that tells whether the server keeps body objects
 _POLL_FIRST = 0.0005  # seconds: first wait for a transport to let go of a piece
 _POLL_MAX = 0.02  # seconds: the longest wait between two checks

@@ -80,8 +80,9 @@ class QueueingSend:
         (0, len(DATA)),  # several windows, zero copy
         (0, 10),  # copy path
         (PAGE_SIZE - 1, PAGE_SIZE + 1),  # across a page boundary
-        (5, 64 * KIB + 7),  # just over the copy threshold: probe then views
-        (1 << 20, 2 << 20),  # exactly one window
+        (5, asgi_mod.COPY_THRESHOLD + 7),  # just over the copy threshold: probe then views
+        (1 << 20, 2 << 20),  # exactly the copy threshold
+        (1 << 20, (2 << 20) + 1),  # one window and a byte
         (len(DATA) - 1, len(DATA)),
     ],
 )
@@ -106,6 +107,7 @@ async def test_small_windows_and_chunks(store: CacheStore) -> None:
             300 * KIB,
             more_body_after=False,
             zero_copy=True,
+            copy_threshold=0,
             chunk_size=10 * KIB,
             window_size=33 * KIB,
         )
@@ -118,8 +120,11 @@ async def test_chained_inodes_in_one_body(store: CacheStore) -> None:
     a, b = DATA[: 200 * KIB], DATA[200 * KIB : 300 * KIB]
     send = CopyingSend()
     async with store.open("a", MemoryBacking(a)) as ia, store.open("b", MemoryBacking(b)) as ib:
-        zc = await send_inode_range(send, ia, 0, len(a), more_body_after=True)
-        await send_inode_range(send, ib, 0, len(b), more_body_after=False, zero_copy=zc)
+        zc = await send_inode_range(send, ia, 0, len(a), more_body_after=True, copy_threshold=0)
+        assert zc
+        await send_inode_range(
+            send, ib, 0, len(b), more_body_after=False, zero_copy=zc, copy_threshold=0
+        )
         await send_inode_range(send, ib, 0, 0, more_body_after=False)
     assert send.body == a + b
     assert send.flags[:-2] == [True] * (len(send.flags) - 2)
@@ -147,7 +152,7 @@ async def test_bad_input(store: CacheStore) -> None:
             await send_inode_range(send, inode, len(DATA) - 4, len(DATA) + 4, more_body_after=False)
         with pytest.raises(ShortBodyError):
             await send_inode_range(
-                send, inode, len(DATA) - (200 << 10), len(DATA) + 1, more_body_after=False
+                send, inode, len(DATA) - (2 << 20), len(DATA) + 1, more_body_after=False
             )
         assert await inode.read(0, 4) == DATA[:4]  # the inode still works
     assert store.pinned_bytes == 0
@@ -192,7 +197,9 @@ async def test_pages_stay_pinned_while_the_transport_holds_a_body(
 
         async def stream() -> None:
             nonlocal done
-            await send_inode_range(send, inode, 0, 512 * KIB, more_body_after=False, zero_copy=True)
+            await send_inode_range(
+                send, inode, 0, 512 * KIB, more_body_after=False, zero_copy=True, copy_threshold=0
+            )
             done = True
 
         with anyio.fail_after(10):

@@ -39,6 +39,7 @@ WORKLOADS: Final = (
     "hit_latency",
     "writes",
     "eviction",
+    "embedded",
     "hit_ratio",
 )
 PACKAGES: Final = (

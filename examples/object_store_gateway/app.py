@@ -143,6 +143,8 @@ class GatewayMiddleware:
         except S3Error as exc:
             route_error = exc
         ex = Exchange(state, scope, counting_receive, send, headers, routed, _ANONYMOUS)
+        if route_error is not None:
+            ex.resource = raw_path.decode("utf-8", "replace")
         try:
             try:
                 ex.auth = authenticate(
@@ -214,6 +216,8 @@ def create_app(config: GatewayConfig) -> Starlette:
             finally:
                 state.stop()
                 with anyio.CancelScope(shield=True):
+                    # Frees in flight use the store: let them finish before it closes.
+                    await storage.wait_frees()
                     storage.on_free = storage.unlink_body
                     await bodies.close()
 

@@ -134,6 +134,10 @@ class BodyFiles:
         Checkpoint: always. Cancellation: shielded; the body is forgotten on return.
         """
         with anyio.CancelScope(shield=True):
+            pending = self._dropping.get(body_id)
+            if pending is not None:
+                await pending.wait()
+                return
             f = self._files.pop(body_id, None)
             ev = self._dropping[body_id] = anyio.Event()
             try:

@@ -131,6 +131,7 @@ class Exchange:
         "headers",
         "receive",
         "request_id",
+        "resource",
         "route",
         "scope",
         "sent",
@@ -155,6 +156,9 @@ class Exchange:
         self.headers = headers
         self.route = route
         self.auth = auth
+        #: What error documents name as the resource: the route's, or the raw path when the
+        #: request could not be routed.
+        self.resource = route.resource
         self.request_id = new_request_id()
         self.status = 0
         self.started = False
@@ -217,7 +221,7 @@ class Exchange:
             await self.start(err.status, [*hdrs, ("content-length", "0")])
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        body = error_xml(err, self.route.resource, self.request_id)
+        body = error_xml(err, self.resource, self.request_id)
         await self.respond(err.status, body, hdrs)
 
 

@@ -201,7 +201,18 @@ async def get_object(ex: Exchange) -> None:
     storage = ex.gw.storage
     meta = storage.get_object(ex.route.bucket, ex.route.key)
     head = ex.scope["method"] == "HEAD"
-    check_conditions(ex.headers, meta)
+    try:
+        check_conditions(ex.headers, meta)
+    except S3Error as exc:
+        if exc.status != 304:
+            raise
+        # 304 carries the validators and no body.
+        validators = [
+            ("etag", quote_etag(meta.etag)),
+            ("last-modified", http_date(meta.last_modified_ns)),
+        ]
+        await ex.respond(304, headers=validators)
+        return
     if "partNumber" in ex.query:
         raise S3Error("NotImplemented", "GetObject by partNumber is not implemented.")
     size = meta.size

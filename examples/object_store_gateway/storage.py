@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .errors import S3Error
 
@@ -363,6 +364,9 @@ class Storage:
         # Body pins held by requests, and freed bodies waiting for their last pin to go.
         self._pins: dict[str, int] = {}
         self._doomed: set[str] = set()
+        # on_free calls in flight, and the event set when they reach zero.
+        self._freeing = 0
+        self._idle = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
         self._stopped = anyio.Event()
@@ -532,10 +536,27 @@ class Storage:
         self._tg.start_soon(self._free, body_id)
 
     async def _free(self, body_id: str) -> None:
-        with anyio.CancelScope(shield=True):
-            # A failure leaves the file to start-up recovery, which removes unreferenced bodies.
-            with contextlib.suppress(OSError):
-                await self.on_free(body_id)
+        self._freeing += 1
+        try:
+            with anyio.CancelScope(shield=True):
+                # A failure leaves the file to start-up recovery, which removes unreferenced
+                # bodies.
+                with contextlib.suppress(OSError):
+                    await self.on_free(body_id)
+        finally:
+            self._freeing -= 1
+            if not self._freeing:
+                self._idle.set()
+                self._idle = anyio.Event()
+
+    async def wait_frees(self) -> None:
+        """Wait until no freed body is being removed (:attr:`on_free` calls in flight).
+
+        Checkpoint: always. Cancellation: nothing changes.
+        """
+        while self._freeing:
+            await self._idle.wait()
+        await anyio.lowlevel.checkpoint()
 
     def _freed(self, body_ids: Iterable[str]) -> None:
         for b in body_ids:

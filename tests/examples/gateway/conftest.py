@@ -204,8 +204,8 @@ def gateway_server_tls(tmp_path: Path) -> Iterator[GatewayProcess]:
 
 def boto3_client(gw: GatewayProcess, **config: Any) -> Any:
     """A boto3 S3 client for a gateway subprocess, path-style, default settings otherwise."""
-    import boto3
-    from botocore.config import Config
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
 
     return boto3.client(
         "s3",

@@ -238,9 +238,9 @@ class InProcessGateway:
         payload: str | None = None,
     ) -> dict[str, str]:
         """Headers for a SigV4-signed request (botocore's signer, the oracle)."""
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
+        from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
+        from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+        from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
         hdrs = dict(headers or {})
         if payload is not None:

@@ -1,4 +1,10 @@
-"""Backing stores: the protocol and its implementations."""
+"""Backing stores: the protocol and its implementations.
+
+``S3Object`` is imported on first use: it needs the ``s3`` extra (aiobotocore), which the rest
+of the package does not, and aiobotocore takes most of a second to import.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from .base import BackingFile as BackingFile
 from .faults import FaultInjector as FaultInjector
@@ -7,6 +13,9 @@ from .local import LocalFile as LocalFile
 from .memory import BackingStats as BackingStats
 from .memory import MemoryBacking as MemoryBacking
 
+if TYPE_CHECKING:
+    from .s3 import S3Object as S3Object
+
 __all__ = [
     "BackingFile",
     "BackingStats",
@@ -14,4 +23,13 @@ __all__ = [
     "FaultStats",
     "LocalFile",
     "MemoryBacking",
+    "S3Object",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "S3Object":
+        from .s3 import S3Object
+
+        return S3Object
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

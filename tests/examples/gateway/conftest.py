@@ -238,7 +238,7 @@ class InProcessGateway:
         payload: str | None = None,
     ) -> dict[str, str]:
         """Headers for a SigV4-signed request (botocore's signer, the oracle)."""
-        from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
+        from botocore.auth import S3SigV4Auth, SigV4Auth  # type: ignore[import-untyped]
         from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
         from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
@@ -246,7 +246,9 @@ class InProcessGateway:
         if payload is not None:
             hdrs["x-amz-content-sha256"] = payload
         req = AWSRequest(method=method, url=f"http://gateway{url}", data=body, headers=hdrs)
-        S3SigV4Auth(Credentials(self.access_key, self.secret_key), "s3", REGION).add_auth(req)
+        # With an explicit payload hash, the generic signer (it signs the header as given).
+        signer = S3SigV4Auth if payload is None else SigV4Auth
+        signer(Credentials(self.access_key, self.secret_key), "s3", REGION).add_auth(req)
         return {k: v for k, v in req.headers.items() if k.lower() != "host"}
 
     async def request(

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-slow lint bench demo clean
+.PHONY: run test test-fast test-slow lint bench demo clean dashboard-picture
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The README's dashboard picture: a real Prometheus scrapes a process under load for a minute, then
+# dashboards/plot.py draws the panels' query_range results in the dashboard's layout.
+dashboard-picture: $(STAMP)
+	tmp=$$(mktemp -d) && AIOCACHE_DASHBOARD_DATA=$$tmp/data.json AIOCACHE_DASHBOARD_SECONDS=60 \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/dashboards/test_prometheus.py -k real_prometheus \
+	  && $(PY) -m dashboards.plot $$tmp/data.json --output dashboards/dashboard.png; \
+	  status=$$?; rm -rf $$tmp; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

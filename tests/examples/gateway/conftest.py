@@ -270,8 +270,8 @@ class InProcessGateway:
 async def gateway_app(tmp_path: Path) -> AsyncIterator[InProcessGateway]:
     """The gateway app in the test's event loop (asyncio), lifespan run, small part size."""
     import httpx
-    from examples.object_store_gateway.app import create_app
 
+    from examples.object_store_gateway.app import create_app
     from examples.object_store_gateway.config import GatewayConfig
 
     config = GatewayConfig(

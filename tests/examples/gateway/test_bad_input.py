@@ -118,7 +118,7 @@ async def test_upload_cut_off_mid_body_leaves_no_object(gateway_app: InProcessGa
     state = gw.app.state.gateway
     headers = gw.sign("PUT", "/bkt/cut", b"", payload="UNSIGNED-PAYLOAD")
     headers["content-length"] = str(1 << 20)
-    messages = [
+    messages: list[dict[str, object]] = [
         {"type": "http.request", "body": b"x" * 100_000, "more_body": True},
         {"type": "http.disconnect"},
     ]

@@ -2,10 +2,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import io
+import socket
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
+import boto3  # type: ignore[import-untyped]
 import pytest
+from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from botocore.httpchecksum import (  # type: ignore[import-untyped]
     AwsChunkedWrapper,
     Crc32Checksum,
@@ -32,6 +40,9 @@ from examples.object_store_gateway.chunked import (
 from examples.object_store_gateway.errors import S3Error
 
 from .test_auth import TestRealBoto3Requests
+
+if TYPE_CHECKING:
+    from .conftest import GatewayProcess
 
 # The published example of S3's "Transferring Payload in Multiple Chunks": 66,560 bytes of "a" in
 # a 64 KiB chunk, a 1 KiB chunk and the final empty one, with AWS's documented signatures.
@@ -79,13 +90,22 @@ def signed_body(
     seed: str = EXAMPLE_SEED,
     trailers: list[tuple[str, str]] | None = None,
 ) -> bytes:
+    return encode_signed(chunks, key, seed, EXAMPLE_DATE, EXAMPLE_SCOPE, trailers)
+
+
+def encode_signed(
+    chunks: list[bytes],
+    key: bytes,
+    seed: str,
+    amz_date: str,
+    scope: str,
+    trailers: list[tuple[str, str]] | None,
+) -> bytes:
     """Encode by the spec (independently of the decoder): chained chunk and trailer signatures."""
     previous = seed
     out = b""
     for data in [*chunks, b""]:
-        sts = chunk_string_to_sign(
-            EXAMPLE_DATE, EXAMPLE_SCOPE, previous, hashlib.sha256(data).hexdigest()
-        )
+        sts = chunk_string_to_sign(amz_date, scope, previous, hashlib.sha256(data).hexdigest())
         previous = hmac.digest(key, sts, "sha256").hex()
         out += f"{len(data):x};chunk-signature={previous}\r\n".encode()
         if data:
@@ -93,9 +113,7 @@ def signed_body(
     if trailers is None:
         return out + b"\r\n"
     canonical = b"".join(f"{n}:{v}\n".encode() for n, v in trailers)
-    sts = trailer_string_to_sign(
-        EXAMPLE_DATE, EXAMPLE_SCOPE, previous, hashlib.sha256(canonical).hexdigest()
-    )
+    sts = trailer_string_to_sign(amz_date, scope, previous, hashlib.sha256(canonical).hexdigest())
     signature = hmac.digest(key, sts, "sha256").hex()
     out += b"".join(f"{n}:{v}\r\n".encode() for n, v in trailers)
     return out + f"x-amz-trailer-signature:{signature}\r\n\r\n".encode()
@@ -430,3 +448,109 @@ class TestPassThrough:
         assert isinstance(
             make_body_decoder(plain, {"content-encoding": "aws-chunked"}), PassThroughDecoder
         )
+
+
+class TestThroughTheGateway:
+    """Signed streaming uploads (what the Java and Go SDKs send) against the real server."""
+
+    @staticmethod
+    def streaming_put(
+        gw: GatewayProcess,
+        key: str,
+        chunks: list[bytes],
+        *,
+        trailer: bool,
+        tamper: str | None = None,
+    ) -> tuple[int, bytes]:
+        data = b"".join(chunks)
+        mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" + ("-TRAILER" if trailer else "")
+        crc = Crc32Checksum()
+        crc.update(data)
+        headers = {
+            "Content-Encoding": "aws-chunked",
+            "x-amz-decoded-content-length": str(len(data)),
+        }
+        if trailer:
+            headers["x-amz-trailer"] = "x-amz-checksum-crc32"
+        request = AWSRequest(method="PUT", url=f"{gw.endpoint}/stream/{key}", headers=headers)
+        signer = S3SigV4Auth(Credentials(gw.access_key, gw.secret_key), "s3", "us-east-1")
+        signer.payload = lambda _request: mode
+        signer.add_auth(request)
+        amz_date = request.headers["X-Amz-Date"]
+        seed = request.headers["Authorization"].rsplit("Signature=", 1)[1]
+        key_bytes = signing_key(gw.secret_key, amz_date[:8], "us-east-1")
+        scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
+        body = encode_signed(
+            chunks,
+            key_bytes,
+            seed,
+            amz_date,
+            scope,
+            [("x-amz-checksum-crc32", crc.b64digest())] if trailer else None,
+        )
+        if tamper == "data":
+            body = body.replace(chunks[0][:8], bytes(b ^ 1 for b in chunks[0][:8]), 1)
+        elif tamper == "truncate":
+            body = body[: len(body) // 2]
+        elif tamper == "checksum":
+            other = Crc32Checksum()
+            other.update(data + b"!")
+            body = encode_signed(
+                chunks,
+                key_bytes,
+                seed,
+                amz_date,
+                scope,
+                [("x-amz-checksum-crc32", other.b64digest())],
+            )
+        out_headers = dict(request.headers.items())
+        out_headers["Content-Length"] = str(len(body))
+        parts = urlsplit(gw.endpoint)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+        try:
+            if tamper == "truncate":
+                # Declare the full length, send half, then close: the server sees a cut-off body.
+                out_headers["Content-Length"] = str(len(body) * 2)
+                conn.putrequest("PUT", f"/stream/{key}", skip_accept_encoding=True)
+                for name, value in out_headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                conn.send(body)
+                conn.sock.shutdown(socket.SHUT_WR)
+                try:
+                    response = conn.getresponse()
+                    return response.status, response.read()
+                except (ConnectionError, http.client.HTTPException):
+                    return 0, b""
+            conn.request("PUT", f"/stream/{key}", body=body, headers=out_headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def test_signed_streaming_uploads(self, gateway_server: GatewayProcess) -> None:
+        gw = gateway_server
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=gw.endpoint,
+            aws_access_key_id=gw.access_key,
+            aws_secret_access_key=gw.secret_key,
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket="stream")
+        chunks = [bytes(range(256)) * 256, b"x" * 8192, b"tail"]
+        data = b"".join(chunks)
+        for trailer in (False, True):
+            status, body = self.streaming_put(gw, f"ok-{trailer}", chunks, trailer=trailer)
+            assert status == 200, body
+            assert s3.get_object(Bucket="stream", Key=f"ok-{trailer}")["Body"].read() == data
+        for tamper, code in [("data", b"SignatureDoesNotMatch"), ("checksum", b"BadDigest")]:
+            status, body = self.streaming_put(
+                gw, f"bad-{tamper}", chunks, trailer=True, tamper=tamper
+            )
+            assert status in (400, 403), body
+            assert code in body
+        status, _ = self.streaming_put(gw, "bad-truncate", chunks, trailer=False, tamper="truncate")
+        assert status in (0, 400)
+        listed = [o["Key"] for o in s3.list_objects_v2(Bucket="stream").get("Contents", [])]
+        assert listed == ["ok-False", "ok-True"]  # nothing partial or unverified was stored

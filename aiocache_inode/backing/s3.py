@@ -181,6 +181,7 @@ class S3Config:
     retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     max_attempts: int = 5  # attempts per request, the first included (1: no retries)
     connect_timeout: float = 10.0  # seconds
+    keepalive_timeout: float = 12.0  # seconds an idle pooled connection is kept; 0: no reuse
     read_timeout: float = 60.0  # seconds without a byte on an open connection
     request_checksum_calculation: ChecksumSetting = "when_supported"
     response_checksum_validation: ChecksumSetting = "when_supported"
@@ -197,6 +198,11 @@ class S3Config:
             value = getattr(self, name)
             if not value > 0 or math.isinf(value):
                 raise ValueError(f"{name} must be a finite number of seconds > 0, not {value!r}")
+        if not self.keepalive_timeout >= 0 or math.isinf(self.keepalive_timeout):
+            raise ValueError(
+                f"keepalive_timeout must be a finite number of seconds >= 0,"
+                f" not {self.keepalive_timeout!r}"
+            )
         choices: dict[str, tuple[str, ...]] = {
             "retry_mode": ("standard", "adaptive", "legacy"),
             "request_checksum_calculation": ("when_supported", "when_required"),
@@ -224,6 +230,7 @@ class S3Config:
             "request_checksum_calculation": self.request_checksum_calculation,
             "response_checksum_validation": self.response_checksum_validation,
             "s3": {"addressing_style": self.addressing_style},
+            "connector_args": {"keepalive_timeout": self.keepalive_timeout},
         }
         if self.http_backend == "httpx":
             options["http_session_cls"] = HttpxSession
@@ -604,6 +611,11 @@ def _plan_parts(
 # --------------------------------------------------------------------------------------------
 
 
+def _quoted(etag: str) -> str:
+    """``etag`` spelled as HEAD spells it, in quotes (RGW 16 leaves them off some answers)."""
+    return etag if etag.startswith(('"', "W/")) else f'"{etag}"'
+
+
 def _parse_http_date(value: str | None) -> int:
     if not value:
         return now_ns()
@@ -898,7 +910,7 @@ class S3Object:
     async def _head(self, **params: Any) -> S3ObjectInfo:
         response = await self._call("HeadObject", **params)
         return S3ObjectInfo(
-            etag=response["ETag"],
+            etag=_quoted(response["ETag"]),
             size=response["ContentLength"],
             mtime=int(response["LastModified"].timestamp()) * 1_000_000_000,
             metadata=dict(response.get("Metadata") or {}),
@@ -1197,7 +1209,7 @@ class S3Object:
     ) -> S3ObjectInfo:
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         return S3ObjectInfo(
-            etag=etag or response["ETag"],
+            etag=_quoted(etag or response["ETag"]),
             size=size,
             mtime=_parse_http_date(headers.get("date")),
             metadata=dict(self._meta),
@@ -1279,6 +1291,11 @@ class S3Object:
                     "Parts": [{"PartNumber": n + 1, "ETag": etag} for n, etag in enumerate(etags)]
                 },
             )
+            if not done.get("ETag"):
+                # RGW 16 may answer a completion with an empty ETag: ask for it. (A writer
+                # replacing the object in between would make us pin theirs; reads and the next
+                # sync then see a consistent version, just not ours.)
+                return await self._head()
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(30):
                 try:

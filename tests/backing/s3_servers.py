@@ -253,7 +253,8 @@ class FaultProxy:
     """A loopback TCP proxy in front of ``upstream``, run by threads, that can misbehave.
 
     - ``slow_down(n)``: the next ``n`` connections each get one ``503 SlowDown`` answer and are
-      closed (live connections are closed first, so the next requests open new ones).
+      closed. Decisions are per connection: clients that should meet them per request keep no
+      idle connections (``keepalive_timeout=0``).
     - ``kill()``: every live connection is reset and new ones are reset on accept, as if the
       store had died; ``revive()`` forwards again.
     """
@@ -279,7 +280,6 @@ class FaultProxy:
     def slow_down(self, count: int) -> None:
         with self._lock:
             self._slowdowns = count
-        self._drop_live()
 
     def kill(self) -> None:
         with self._lock:

@@ -41,6 +41,7 @@ WORKLOADS: Final = (
     "eviction",
     "embedded",
     "hit_ratio",
+    "gateway",
 )
 PACKAGES: Final = (
     "aiocache-inode",

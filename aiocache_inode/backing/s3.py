@@ -925,6 +925,15 @@ class S3Object:
                 return None
         return None
 
+    def _gone(self, exc: ObjectMissingError) -> ObjectChangedError:
+        """The pinned version deleted (404) is a change like any other."""
+        return ObjectChangedError(
+            f"s3://{self.bucket}/{self.key} was deleted upstream: {exc}",
+            code=exc.code,
+            status=exc.status,
+            operation=exc.operation,
+        )
+
     async def _get(self, lo: int, hi: int, etag: str, dest: _Scatter, dest_pos: int) -> int:
         """GET ``[lo, hi)`` of version ``etag`` into ``dest``; return the bytes received.
 
@@ -1008,6 +1017,8 @@ class S3Object:
                         continue  # our own sync replaced it meanwhile: read the new version
                     exc.current = await self._current()
                     raise
+                except ObjectMissingError as exc:
+                    raise self._gone(exc) from exc
                 if generation != self._generation:
                     continue  # the overlay we would patch in belongs to the old version
                 if got < hi - lo:
@@ -1182,6 +1193,8 @@ class S3Object:
             except ObjectChangedError as exc:
                 exc.current = await self._current()
                 raise
+            except ObjectMissingError as exc:
+                raise self._gone(exc) from exc
             self._adopt(info)
             self.stats.replacements += 1
 

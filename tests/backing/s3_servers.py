@@ -91,6 +91,7 @@ class Endpoint:
     bucket: str = BUCKET
     #: S3Config fields every client of this endpoint needs (checksum settings, CA bundle).
     options: dict[str, Any] = field(default_factory=dict)
+    _boto: Any = field(default=None, repr=False, compare=False)
 
     def config(self, url: str | None = None, **overrides: Any) -> S3Config:
         settings: dict[str, Any] = {
@@ -106,8 +107,14 @@ class Endpoint:
         return S3Config(**settings)
 
     def boto3(self, **config: Any) -> Any:
-        """A plain synchronous boto3 client: the independent observer of what the store holds."""
-        return boto3.client(
+        """A plain synchronous boto3 client: the independent observer of what the store holds.
+
+        Built once per endpoint (building one costs tens of milliseconds) unless ``config``
+        asks for a different one.
+        """
+        if not config and self._boto is not None:
+            return self._boto
+        client = boto3.client(
             "s3",
             endpoint_url=self.url,
             aws_access_key_id=ACCESS_KEY,
@@ -116,6 +123,9 @@ class Endpoint:
             verify=self.options.get("verify"),
             config=Config(s3={"addressing_style": "path"}, **config),
         )
+        if not config:
+            self._boto = client
+        return client
 
 
 class MotoServer:

@@ -307,6 +307,23 @@ async def test_out_of_band_overwrite_is_detected(endpoint: Endpoint, client: Any
     await obj.aclose()
 
 
+async def test_deleted_upstream_is_a_change(endpoint: Endpoint, client: Any) -> None:
+    key = new_key()
+    put(endpoint, key, b"short-lived")
+    obj = await S3Object.open(client, endpoint.bucket, key)
+    await obj.write_from(0, [memoryview(b"S")])
+    endpoint.boto3().delete_object(Bucket=endpoint.bucket, Key=key)
+    with pytest.raises(ObjectChangedError) as info:
+        await read(obj, 0, 5)
+    assert (info.value.status, info.value.current) == (404, None)
+    with pytest.raises(ObjectChangedError):
+        await obj.sync()  # never resurrects a deleted object from a partial overlay
+    assert obj.dirty_bytes == 1
+    with pytest.raises(ObjectMissingError):
+        await obj.refresh()
+    await obj.aclose()
+
+
 async def test_sync_never_overwrites_a_version_it_did_not_see(
     endpoint: Endpoint, client: Any
 ) -> None:

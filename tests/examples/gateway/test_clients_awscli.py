@@ -105,7 +105,6 @@ def test_cp_single_and_multipart(cli: Cli, tmp_path: Path) -> None:
     assert copy.read_bytes() == big.read_bytes()
 
 
-@pytest.mark.slow  # six CLI processes, about 20 s on two busy cores
 def test_sync_ls_and_rm(cli: Cli, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     files = {f"d{i % 3}/f{i}.txt": blob(100 + i, i) for i in range(12)}

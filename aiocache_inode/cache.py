@@ -8,6 +8,11 @@ and can be handed to the pool (or to ``os.preadv``) as one buffer.
 Filling (reading the backing file into fresh pool extents) is the inode's job; this module only
 keeps the map and hands back the extents a drop or truncate frees, so the caller can release
 them to the pool. The owner's ``_data_lock`` protects it (lock order: see ``inode.py``).
+
+The map is also the one owner of which *chunks* (``1 << chunk_shift`` bytes of the file) hold
+cached pages: it counts cached bytes per chunk and calls ``on_chunk(index, True)`` when a chunk
+gains its first cached byte and ``on_chunk(index, False)`` when it loses its last. The eviction
+policy's keys are kept by that callback alone, so no call site can forget to tell the policy.
 """
 
 from __future__ import annotations
@@ -55,10 +60,51 @@ class CacheMap(SegmentMap[int]):
     :class:`~aiocache_inode.segments.SegmentMap`. Queries accept any offsets.
     """
 
-    __slots__ = ()
+    __slots__ = ("_chunk_bytes", "_chunk_shift", "_on_chunk")
 
-    def __init__(self, arena_size: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        arena_size: int = 64 << 20,
+        *,
+        chunk_shift: int = 16,
+        on_chunk: Callable[[int, bool], None] | None = None,
+    ) -> None:
         super().__init__(split=_advance, can_merge=_contiguous_within(arena_size))
+        self._chunk_shift = chunk_shift
+        # Cached bytes per chunk index; a chunk with none has no entry.
+        # Invariant: sum(values) == self.total(); every value > 0.
+        self._chunk_bytes: dict[int, int] = {}
+        self._on_chunk = on_chunk
+
+    def _count(self, start: int, end: int, sign: int) -> None:
+        """Add (``sign`` 1) or take (-1) ``[start, end)`` from the per-chunk counts.
+
+        Complexity: O(c); c chunks touched.
+        """
+        shift = self._chunk_shift
+        counts = self._chunk_bytes
+        notify = self._on_chunk
+        idx = start >> shift
+        while start < end:
+            stop = min(end, (idx + 1) << shift)
+            had = counts.get(idx, 0)
+            now = had + sign * (stop - start)
+            if now:
+                counts[idx] = now
+            else:
+                del counts[idx]
+            if notify is not None and (not had or not now):
+                notify(idx, bool(now))
+            start = stop
+            idx += 1
+
+    def chunk_cached(self, idx: int) -> bool:
+        """Whether chunk ``idx`` holds any cached page. Complexity: O(1)."""
+        return idx in self._chunk_bytes
+
+    def cached_chunks(self) -> list[int]:
+        """Indices of the chunks holding cached pages (a snapshot). Complexity: O(c)."""
+        return list(self._chunk_bytes)
 
     def pool_offset(self, offset: int) -> tuple[int, int, int] | None:
         """``(segment start, segment end, pool offset of offset)``, or ``None`` if uncached.
@@ -89,6 +135,17 @@ class CacheMap(SegmentMap[int]):
         if value & PAGE_MASK:
             raise ValueError(f"pool offset {value:#x} is not page-aligned")
         super().insert(start, end, value)
+        self._count(start, end, 1)
+
+    def append(self, start: int, end: int, value: int) -> bool:
+        """Add ``[start, end) -> value`` past the last segment; see ``SegmentMap.append``.
+
+        Complexity: O(1) when it extends the last segment, else O(log n).
+        """
+        if not super().append(start, end, value):
+            return False
+        self._count(start, end, 1)
+        return True
 
     def assign(self, start: int, end: int, value: int) -> None:
         """Record ``[start, end)`` as cached at ``value``, replacing what was there.
@@ -104,7 +161,8 @@ class CacheMap(SegmentMap[int]):
         _check_aligned(start, end)
         if value & PAGE_MASK:
             raise ValueError(f"pool offset {value:#x} is not page-aligned")
-        super().assign(start, end, value)
+        self.remove(start, end)
+        self.insert(start, end, value)
 
     def remove(self, start: int, end: int) -> list[tuple[int, int, int]]:
         """Uncache ``[start, end)``; return the removed ``(start, end, pool offset)`` pieces.
@@ -115,7 +173,17 @@ class CacheMap(SegmentMap[int]):
             ValueError: not page-aligned, or invalid.
         """
         _check_aligned(start, end)
-        return super().remove(start, end)
+        removed = super().remove(start, end)
+        for s, e, _pool in removed:
+            self._count(s, e, -1)
+        return removed
+
+    def clear(self) -> None:
+        """Uncache everything (the per-chunk owner is told of every chunk). Complexity: O(n)."""
+        if self:
+            bounds = self.bounds()
+            assert bounds is not None
+            self.remove(bounds[0], bounds[1])
 
     def split_at(self, offset: int) -> None:
         """Cut the segment strictly containing ``offset`` there; see ``SegmentMap``.
@@ -184,3 +252,13 @@ class CacheMap(SegmentMap[int]):
         for (_, prev_end), (pool_start, _) in pairwise(extents):
             if prev_end > pool_start:
                 raise AssertionError(f"pool extents overlap at {pool_start:#x}")
+        shift = self._chunk_shift
+        want: dict[int, int] = {}
+        for s, e, _pool in self.segments():
+            while s < e:
+                idx = s >> shift
+                stop = min(e, (idx + 1) << shift)
+                want[idx] = want.get(idx, 0) + stop - s
+                s = stop
+        if want != self._chunk_bytes:
+            raise AssertionError("per-chunk cached byte counts differ from the segments")

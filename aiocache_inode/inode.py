@@ -292,9 +292,11 @@ class CachingInode:
         "_reported_cached",
         "_reported_dirty",
         "_reported_mapped",
+        "_resizing",
         "_size",
         "_store",
         "_users",
+        "_writeback_bytes",
     )
 
     def __init__(
@@ -316,6 +318,11 @@ class CachingInode:
         # or is set by truncate/allocate); read anywhere (one event-loop thread). self._attrs.size
         # is refreshed from it when attributes are read.
         self._size = attrs.size
+        # Set while a shrinking truncate is under way (from before its backing call until the
+        # cache is cut): a fill then may read a backing that already shrank and take its EOF
+        # for a hole, so fills completing meanwhile are discarded and new ones wait for it.
+        # Written under _attr_lock; read anywhere (loop-atomic).
+        self._resizing: anyio.Event | None = None
         # A write's mtime = ctime and usage, applied to _attrs when attributes are next read
         # (building a frozen Attrs costs more than a cached 4 KiB write). 0 = nothing pending.
         # Protected by: _attr_lock (or the write fast path's synchronous section).
@@ -329,8 +336,14 @@ class CachingInode:
         self._data_lock = RWLock()
         # File range -> pool offset; dirty ranges (keep flag); I/O in flight. Changed only in
         # synchronous sections; see the lock-order comment for what _data_lock adds.
-        self._cache = CacheMap(store._pool.arena_size)
+        self._cache = CacheMap(
+            store._pool.arena_size, chunk_shift=CHUNK_SHIFT, on_chunk=self._chunk_changed
+        )
         self._dirty = DirtySet()
+        # Bytes write-back runs took out of the dirty set and have not finished writing: still
+        # dirty for every count (dirty_bytes, the store's totals, the dirty limit), as Linux
+        # counts pages under writeback. Loop-atomic (changed at a run's start and end).
+        self._writeback_bytes = 0
         self._inflight: SegmentMap[_Op] = SegmentMap(can_merge=lambda a, _n, b: a is b)
         # Pool ranges pinned by live views (counts), and pool ranges dropped from the cache
         # while pinned: freed when the last pin goes (so a view never sees reused memory).
@@ -408,8 +421,8 @@ class CachingInode:
 
     @property
     def dirty_bytes(self) -> int:
-        """Bytes of file data not yet written back."""
-        return self._dirty.total()
+        """Bytes of file data not yet written back (including write-backs in flight)."""
+        return self._dirty.total() + self._writeback_bytes
 
     @property
     def mapped_bytes(self) -> int:
@@ -445,7 +458,7 @@ class CachingInode:
         return InodeStatistics(
             size=self._size,
             cached_bytes=self._cache.total(),
-            dirty_bytes=self._dirty.total(),
+            dirty_bytes=self._dirty.total() + self._writeback_bytes,
             mapped_bytes=self._maps.mapped_bytes(),
             inflight_ops=len({id(op) for _s, _e, op in self._inflight.segments()}),
             cached_segments=len(self._cache),
@@ -665,7 +678,7 @@ class CachingInode:
         return n
 
     def _after_miss(self, offset: int, end: int) -> None:
-        self._touch_chunks(offset, end)
+        self._access_chunks(offset, end)
         self._after_read(offset, end)
 
     async def _wait_op(self, op: _Op, pos: int) -> None:
@@ -707,6 +720,9 @@ class CachingInode:
         copied by a direct read when the pool has no room. Checkpoint: yes.
         """
         store = self._store
+        if self._resizing is not None:
+            await self._resizing.wait()
+            return 0  # re-scan under the new size
         start = page_round_down(pos)
         limit = self._gap_limit(pos)
         req_end = min(page_round_up(end), limit)
@@ -719,35 +735,61 @@ class CachingInode:
         need = req_end - start
         if not store._reserve_nowait(need) and not await store._wait_for_room(need):
             return await self._read_direct(pos, min(end, limit), out, base)
-        if self._op_at(pos) is not None or self._cache.find(pos) is not None:
-            # The wait let someone else fill or start filling here: re-scan.
+        if (
+            self._op_at(pos) is not None
+            or self._cache.find(pos) is not None
+            or self._resizing is not None
+            or pos >= self._size
+        ):
+            # The wait let someone else fill here, or the size change: re-scan.
             return 0
         req_end = min(req_end, self._gap_limit(pos))
         op = self._start_fill(start, req_end, speculative=False)
         if op is None:
             return await self._read_direct(pos, min(end, limit), out, base)
-        if sequential and store._tunables.readahead_max:
-            self._ra_reserved_end = max(self._ra_reserved_end, req_end)
-            self._ra_next = pos
-            self._readahead_async()
-        await self._run_fill(op)
+        try:
+            if sequential and store._tunables.readahead_max:
+                self._ra_reserved_end = max(self._ra_reserved_end, req_end)
+                self._ra_next = pos
+                self._readahead_async()
+        finally:
+            # The fill is recorded: it must run (and complete) whatever happened above.
+            await self._run_fill(op)
         if op.error is not None and self._cache.find(pos) is None:
             raise BackingError(f"fill of [{op.start}, {op.end}) failed: {op.error}") from op.error
         return 0
 
     async def _read_direct(self, pos: int, end: int, out: memoryview, base: int) -> int:
-        """Read ``[pos, end)`` straight from the backing into ``out`` (no room in the pool)."""
+        """Read ``[pos, end)`` straight from the backing into ``out`` (no room in the pool).
+
+        Loops on short counts, as a fill does: a short count is legal for any backing. A zero
+        count is EOF: when the size did not change meanwhile, the backing ends before the
+        cached size (a hole not yet written back) and the rest reads as zeros; when it did
+        (a truncate), the bytes read so far are returned and the caller re-scans under the new
+        size. Returns the bytes placed in ``out``, never past the current size.
+        Checkpoint: yes. Cancellation: ``out`` may hold part of the data.
+        """
+        end = min(end, self._size)  # the size may have shrunk while the caller waited
         if pos >= end:
             return 0
+        size_before = self._size
+        resizing = self._resizing is not None
         dst = out[pos - base : end - base]
+        done = 0
         try:
-            got = await self._backing_read(pos, [dst])
+            while done < len(dst):
+                got = await self._backing_read(pos + done, [dst[done:]])
+                if got <= 0:
+                    break
+                done += got
         except Exception as exc:
             raise BackingError(f"direct read at {pos} failed: {exc}") from exc
-        if got < len(dst):
-            # The backing ends before the cached size (a hole not yet written back): zeros.
-            dst[got:] = bytes(len(dst) - got)
-        return len(dst)
+        if done < len(dst):
+            if resizing or self._resizing is not None or self._size != size_before:
+                return min(done, max(0, self._size - pos))
+            dst[done:] = bytes(len(dst) - done)
+            done = len(dst)
+        return min(done, max(0, self._size - pos))
 
     def _start_fill(self, start: int, end: int, *, speculative: bool) -> _Op | None:
         """Reserve pool pages for the page-aligned gap ``[start, end)`` and record a FILL op.
@@ -756,15 +798,18 @@ class CachingInode:
         """
         if start >= end:
             return None
+        # Internal bug checks: fills are page-granular, and every in-flight op is too.
+        assert not (start | end) & PAGE_MASK, f"fill [{start}, {end}) is not page-aligned"
         store = self._store
-        try:
-            extents = store._pool.allocate(end - start)
-        except CacheError:
-            return None
         op = _Op(_FILL, start, end)
-        op.extents = extents
         op.speculative = speculative
+        # Recorded before anything is reserved: an overlap raises with nothing to give back.
         self._inflight.insert(start, end, op)
+        try:
+            op.extents = store._pool.allocate(end - start)
+        except CacheError:
+            self._inflight.remove(start, end)
+            return None
         if speculative:
             store._counters.readahead_bytes += end - start
             store._readahead_inflight += end - start
@@ -782,7 +827,7 @@ class CachingInode:
         """
         store = self._store
         t = store._tunables
-        if not t.readahead_max or not store._running:
+        if not t.readahead_max or not store._running or self._resizing is not None:
             return
         window = self._ra_window
         window = t.readahead_initial if not window else min(window * 2, t.readahead_max)
@@ -892,6 +937,8 @@ class CachingInode:
         self._inflight.remove(op.start, op.end)
         if op.speculative:
             store._readahead_inflight -= op.end - op.start
+        if self._resizing is not None:
+            op.invalid = True  # it may have read a backing that already shrank
         keep_end = op.start + (0 if op.invalid or self._closed else page_round_up(done))
         size_end = page_round_up(self._size)
         if keep_end > size_end:
@@ -916,7 +963,6 @@ class CachingInode:
         if keep_end > op.start:
             if op.speculative:
                 self._ra_unused.assign(op.start, keep_end, True)
-            self._touch_chunks(op.start, keep_end)
             # Pages being filled were not evictable when the evictor last looked: wake it now
             # that they are, rather than at its next poll.
             if store._pool.used_bytes > store._evict_above:
@@ -924,23 +970,21 @@ class CachingInode:
         self._report()
         op.event.set()
 
-    def _touch_chunks(self, start: int, end: int) -> None:
-        """Make the policy hold exactly the chunks of ``[start, end)`` that have cached pages."""
-        if start >= end:
-            return
-        policy = self._store._policy
-        base = self._key_base
-        cache = self._cache
-        for idx in range(start >> CHUNK_SHIFT, ((end - 1) >> CHUNK_SHIFT) + 1):
-            key = base | idx
-            cs = idx << CHUNK_SHIFT
-            if cache.covered_bytes(cs, cs + CHUNK_SIZE):
-                if key in policy:
-                    policy.access(key)
-                else:
-                    policy.insert(key)
-            else:
-                policy.remove(key)
+    def _chunk_changed(self, idx: int, cached: bool) -> None:
+        """The cache map's report: chunk ``idx`` gained its first cached page, or lost its last.
+
+        The one place the policy learns of this inode's chunks (the cache map owns the count),
+        so the policy's keys are exactly the chunks with cached pages, less those reclaim holds
+        while it works on them (``store._reclaiming``; it puts them back when it is done).
+        Synchronous. Complexity: O(1).
+        """
+        key = self._key_base | idx
+        store = self._store
+        if cached:
+            store._policy.insert(key)
+        else:
+            store._policy.remove(key)
+            store._reclaiming.discard(key)
 
     def _ra_consume(self, start: int, end: int) -> None:
         used = self._ra_unused.remove(start, end)
@@ -973,6 +1017,9 @@ class CachingInode:
                 ):
                     return op.error
                 continue
+            if self._resizing is not None:
+                await self._resizing.wait()
+                continue
             limit = self._gap_limit(pos)
             if pos >= limit:
                 return None  # past EOF now (a concurrent truncate): nothing to fill
@@ -981,9 +1028,16 @@ class CachingInode:
             if not store._reserve_nowait(need) and not await store._wait_for_room(need):
                 # Pinned pages must live in the pool: go over budget rather than fail.
                 pass
-            if self._inflight.find(pos) is not None or self._cache.find(pos) is not None:
+            if (
+                self._inflight.find(pos) is not None
+                or self._cache.find(pos) is not None
+                or self._resizing is not None
+            ):
                 continue
+            # Re-checked after the wait: a truncate may have moved EOF below pos meanwhile.
             fill_end = min(fill_end, self._gap_limit(pos))
+            if fill_end <= pos:
+                return None
             op = self._start_fill(pos, fill_end, speculative=False)
             if op is None:
                 raise CacheError(f"the pool cannot allocate {fill_end - pos} bytes")
@@ -1093,7 +1147,6 @@ class CachingInode:
                 view[n:] = bytes(tail)
             if not self._cache.append(offset, offset + len(view), self._append_last):
                 self._cache.insert(offset, offset + len(view), self._append_last)
-            self._touch_new_chunks(offset, offset + len(view))
             if not self._dirty.append(offset, end, False):
                 self._dirty.mark_dirty(offset, end)
         else:
@@ -1147,17 +1200,6 @@ class CachingInode:
         self._append = (pool_off + need, left - need) if left > need else None
         self._append_last = pool_off
         return pool.view(pool_off, need)
-
-    def _touch_new_chunks(self, start: int, end: int) -> None:
-        """Policy bookkeeping for pages just cached over ``[start, end)``."""
-        policy = self._store._policy
-        base = self._key_base
-        for idx in range(start >> CHUNK_SHIFT, ((end - 1) >> CHUNK_SHIFT) + 1):
-            key = base | idx
-            if key in policy:
-                policy.access(key)
-            else:
-                policy.insert(key)
 
     def _release_append(self) -> None:
         """Give the append reservation back to the pool."""
@@ -1255,7 +1297,6 @@ class CachingInode:
             at += length
         self._dirty.mark_dirty(pos, end)
         self._grow_locked(end)
-        self._touch_chunks(start, stop)
         self._report()
         return end
 
@@ -1266,9 +1307,14 @@ class CachingInode:
             raise BackingError(f"read-modify-write fill at {page} failed: {err}") from err
 
     async def _write_through(self, pos: int, end: int, src: memoryview, base: int) -> int:
-        """Write ``[pos, end)`` (a cache gap) straight to the backing under a WRITE op."""
-        op = _Op(_WRITE, pos, end)
-        self._inflight.insert(pos, end, op)
+        """Write ``[pos, end)`` (a cache gap) straight to the backing under a WRITE op.
+
+        The op covers the whole pages the bytes touch, so every in-flight op is page-granular:
+        a fill next to it then stops at a page boundary and can never overlap it. Those pages
+        are uncached (the cache is page-granular and ``pos`` lies in a gap).
+        """
+        op = _Op(_WRITE, page_round_down(pos), page_round_up(end))
+        self._inflight.insert(op.start, op.end, op)
         done = 0
         try:
             # A request already sent must be accounted for: shield it, so the inode's size
@@ -1497,7 +1543,7 @@ class CachingInode:
             WritebackError: a write failed; its range and every later one stay dirty.
         Returns the bytes written.
         """
-        if not self._dirty:
+        if not self._dirty and not self._inflight:
             return 0
         written = 0
         store = self._store
@@ -1509,11 +1555,18 @@ class CachingInode:
             while True:
                 size = self._size
                 hi = min(end, size)
-                if pos >= hi:
-                    break
-                pieces = self._dirty.dirty_ranges(pos, hi)
+                pieces = self._dirty.dirty_ranges(pos, hi) if pos < hi else []
                 if not pieces:
-                    break
+                    # Another task's write-back over the range took its pages out of the dirty
+                    # set when it started: wait for it (Linux's filemap_write_and_wait waits on
+                    # pages under writeback too), then look again from the start, since what
+                    # it failed to write is dirty again and ours to write (or report).
+                    other = self._writeback_op_in(start, hi)
+                    if other is None:
+                        break
+                    await other.event.wait()
+                    pos = start
+                    continue
                 ds, de, _keep = pieces[0]
                 if max_run is not None and de - ds > max_run:
                     de = ds + max_run
@@ -1527,21 +1580,49 @@ class CachingInode:
             store._counters.writeback_runs += 1
         return written
 
+    def _writeback_op_in(self, start: int, end: int) -> _Op | None:
+        """A WRITEBACK op in flight over ``[start, end)``, if any. Complexity: O(log n + k)."""
+        if start >= end:
+            return None
+        for _s, _e, op in self._inflight.overlapping(start, end):
+            if op.kind == _WRITEBACK:
+                return op
+        return None
+
     async def _writeback_run(self, ds: int, de: int) -> int:
-        """Write one dirty run ``[ds, de)`` (all cached) under a WRITEBACK op."""
+        """Write one dirty run ``[ds, de)`` (all cached) under a WRITEBACK op.
+
+        The dirty state is cleared when the run *starts*, as Linux's clear_page_dirty_for_io
+        does, and put back for whatever is not written when it fails or is cancelled. Anything
+        that dirties the range while the request is in flight (a writable view, whose release
+        runs without the data lock) dirties it again, so nothing is ever marked clean that the
+        backing did not receive. The rejected order, clearing from the dirty set when the
+        request *ends*, lost a view's write made while a backing held the old bytes. Kept
+        (mapped writable) pieces stay dirty throughout, as before.
+
+        Checkpoint: yes. Cancellation: the request in flight completes (shielded), so what the
+        backing took is accounted for; the unwritten rest is dirty again.
+        """
         store = self._store
         pool = store._pool
+        views = [pool.view(fr, e - s) for s, e, fr in self._cache.clipped(ds, de)]
+        # An internal bug check, not a condition a caller can handle.
+        assert sum(len(v) for v in views) == de - ds, f"dirty [{ds}, {de}) is not fully cached"
         op = _Op(_WRITEBACK, ds, de)
         self._inflight.insert(ds, de, op)
+        # What this run takes out of the dirty set (non-kept pieces), to put back on failure.
+        taken = [(s, e) for s, e, keep in self._dirty.dirty_ranges(ds, de) if not keep]
+        taken_bytes = sum(e - s for s, e in taken)
+        self._dirty.mark_clean(ds, de)
+        self._writeback_bytes += taken_bytes
         done = 0
         t0 = time.perf_counter()
         try:
-            views = [pool.view(fr, e - s) for s, e, fr in self._cache.clipped(ds, de)]
-            if sum(len(v) for v in views) != de - ds:
-                raise CacheError(f"dirty range [{ds}, {de}) is not fully cached")
             while views:
                 try:
-                    got = await self._backing_write(ds + done, views)
+                    # A request already sent must be accounted for (its bytes may land).
+                    with anyio.CancelScope(shield=True):
+                        got = await self._backing_write(ds + done, views)
                 except Exception as exc:
                     raise self._writeback_error(ds + done, exc) from exc
                 if got <= 0:
@@ -1553,11 +1634,16 @@ class CachingInode:
                     views.pop(0)
                 if views and got:
                     views[0] = views[0][got:]
+                await anyio.lowlevel.checkpoint()
         finally:
             self._inflight.remove(ds, de)
             op.event.set()
+            self._writeback_bytes -= taken_bytes
+            unwritten = ds + done
+            for s, e in taken:
+                if e > unwritten:
+                    self._dirty.mark_dirty(max(s, unwritten), e)
             if done:
-                self._dirty.mark_clean(ds, ds + done)
                 store._counters.writeback_bytes += done
                 store._observe_writeback(time.perf_counter() - t0)
             self._report()
@@ -1565,8 +1651,15 @@ class CachingInode:
 
     def _writeback_error(self, at: int, exc: BaseException) -> WritebackError:
         self._store._counters.writeback_errors += 1
+        # Raised from inside the run, before it puts its unwritten part back: name that too.
         still = [Range(s, e) for s, e, _k in self._dirty.segments()]
+        if not still or still[-1].end < at:
+            still.append(Range(at, max(at + 1, self._op_end_at(at))))
         return WritebackError(f"write-back at offset {at} failed: {exc}", still)
+
+    def _op_end_at(self, pos: int) -> int:
+        seg = self._inflight.find(pos)
+        return pos if seg is None else seg[1]
 
     async def write_out(self) -> None:
         """Write back dirty data and attributes, then sync the backing (the seed's WriteOut).
@@ -1788,37 +1881,52 @@ class CachingInode:
             raise ValueError(f"invalid size {size!r}")
         async with self._attr_lock:
             self._check_open()
-            async with self._data_lock.write_locked():
-                with anyio.CancelScope(shield=True):
-                    a = self.attrs
-                    mask = AttrMask.SIZE
-                    new_mode = _kill_suid(a.mode)
-                    if new_mode != a.mode:
-                        mask |= AttrMask.MODE
-                    try:
-                        await self._set_through_locked(
-                            mask, a.with_(size=size, mode=new_mode), False
-                        )
-                    except Exception as exc:
-                        raise BackingError(f"truncate to {size} failed: {exc}") from exc
-                    old = self._size
-                    self._size = size
-                    self._dirty_attr &= ~_SIZE
-                    self._attrs = self.attrs.with_(size=size, mode=new_mode)
-                    now = self._store._clock()
-                    self._set_times_locked(mtime=now, ctime=now)
-                    if size < old:
-                        for _s, _e, op in self._inflight.overlapping(size, MAX_OFFSET):
-                            op.invalid = True
-            if size >= old:
+            if size >= self._size:
+                await self._truncate_locked(size)
                 return
+            # Shrinking: from before the backing call until the cache is cut, fills may see the
+            # backing's new EOF while the cached size is the old one (see _resizing).
+            resizing = self._resizing = anyio.Event()
+            for _s, _e, op in self._inflight.overlapping(0, MAX_OFFSET):
+                if op.kind == _FILL:
+                    op.invalid = True
+            try:
+                await self._truncate_locked(size)
+            finally:
+                self._resizing = None
+                resizing.set()
+
+    async def _truncate_locked(self, size: int) -> None:
+        """The body of :meth:`truncate`. Requires: _attr_lock held."""
+        async with self._data_lock.write_locked():
             with anyio.CancelScope(shield=True):
-                new_end, old_end = page_round_up(size), page_round_up(old)
-                if new_end != old_end:
-                    async with self._map_lock:
-                        self._maps.invalidate(Range(new_end, old_end), True)
-                async with self._data_lock.write_locked():
-                    self._truncate_cache_locked(size, old_end)
+                a = self.attrs
+                mask = AttrMask.SIZE
+                new_mode = _kill_suid(a.mode)
+                if new_mode != a.mode:
+                    mask |= AttrMask.MODE
+                try:
+                    await self._set_through_locked(mask, a.with_(size=size, mode=new_mode), False)
+                except Exception as exc:
+                    raise BackingError(f"truncate to {size} failed: {exc}") from exc
+                old = self._size
+                self._size = size
+                self._dirty_attr &= ~_SIZE
+                self._attrs = self.attrs.with_(size=size, mode=new_mode)
+                now = self._store._clock()
+                self._set_times_locked(mtime=now, ctime=now)
+                if size < old:
+                    for _s, _e, op in self._inflight.overlapping(size, MAX_OFFSET):
+                        op.invalid = True
+        if size >= old:
+            return
+        with anyio.CancelScope(shield=True):
+            new_end, old_end = page_round_up(size), page_round_up(old)
+            if new_end != old_end:
+                async with self._map_lock:
+                    self._maps.invalidate(Range(new_end, old_end), True)
+            async with self._data_lock.write_locked():
+                self._truncate_cache_locked(size, old_end)
 
     def _truncate_cache_locked(self, size: int, old_end: int) -> None:
         """Drop pages past ``size``, zero its partial page, discard dirty data past it.
@@ -1827,7 +1935,6 @@ class CachingInode:
         """
         self._release_append()
         new_end = page_round_up(size)
-        gone = [(s, e) for s, e, _fr in self._cache.clipped(new_end, MAX_OFFSET)]
         freed = self._cache.truncate_pages(new_end)
         dropped = sum(length for _o, length in freed)
         for off, length in freed:
@@ -1839,8 +1946,6 @@ class CachingInode:
                 self._store._pool.fill_zero(fr + size - s, new_end - size)
         self._dirty.keep_clean(size, max(old_end, size))
         self._count_dropped(new_end, MAX_OFFSET, dropped, "truncate")
-        for s, e in gone:
-            self._touch_chunks(s, e)
         self._report()
 
     async def allocate(self, offset: int, length: int) -> None:
@@ -1917,7 +2022,6 @@ class CachingInode:
                 self._dirty.keep_clean(s, e)
         if freed:
             self._count_dropped(start, end, freed, reason)
-            self._touch_chunks(start, end)
             self._report()
         return freed
 
@@ -2025,7 +2129,6 @@ class CachingInode:
         for _s, _e, op in self._inflight.segments():
             op.invalid = True
         self._release_append()
-        gone = [(s, e) for s, e, _fr in self._cache.segments()]
         dropped = 0
         for off, length in self._cache.drop(0, MAX_OFFSET):
             self._free_extent(off, length)
@@ -2033,8 +2136,6 @@ class CachingInode:
         self._dirty.clear()
         if dropped:
             self._count_dropped(0, MAX_OFFSET, dropped, reason)
-        for s, e in gone:
-            self._touch_chunks(s, e)
         self._report()
 
     async def notify_change_fd(self) -> None:
@@ -2199,7 +2300,7 @@ class CachingInode:
         """Push this inode's byte-count changes into the store's totals. O(1)."""
         store = self._store
         c = self._cache.total()
-        d = self._dirty.total()
+        d = self._dirty.total() + self._writeback_bytes
         m = self._maps.mapped_bytes()
         store._cached_bytes += c - self._reported_cached
         store._dirty_bytes += d - self._reported_dirty
@@ -2209,6 +2310,28 @@ class CachingInode:
         elif not d:
             self._dirtied_at = None
         self._reported_cached, self._reported_dirty, self._reported_mapped = c, d, m
+        if not c and not self._users:
+            # Cheap test first: only an unused inode with an empty cache can be idle.
+            store._retire_if_idle(self)
+
+    def _retirable(self) -> bool:
+        """Whether this inode holds nothing worth keeping (see ``store._retire_if_idle``)."""
+        return not (
+            self._cache
+            or self._dirty
+            or self._inflight
+            or self._pins
+            or self._deferred_free
+            or self._dirty_attr
+            or self._append is not None
+            or self._maps.mapped_bytes()
+            or self._host_refs
+            or self._host_maps
+            or self._attr_lock.locked()
+            or self._map_lock.locked()
+            or self._data_lock.readers
+            or self._data_lock.writer_active
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -2239,7 +2362,11 @@ class CachingInode:
         have = set(self._store._policy_keys_of(self))
         assert want == have, f"policy keys differ: missing {want - have}, extra {have - want}"
         assert self._reported_cached == self._cache.total()
-        assert self._reported_dirty == self._dirty.total()
+        assert self._reported_dirty == self._dirty.total() + self._writeback_bytes
+        running = sum(
+            op.end - op.start for _s, _e, op in self._inflight.segments() if op.kind == _WRITEBACK
+        )
+        assert self._writeback_bytes <= running, "write-back bytes with no run in flight"
 
 
 def _kill_suid(mode: int) -> int:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .attrs import Attrs
     from .backing.base import BackingFile
     from .metrics import StoreMetrics
+    from .ranges import Range
 
 __all__ = ["CacheStore", "Tunables"]
 
@@ -116,9 +117,11 @@ class _OpenInode:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._inode is not None:
-            self._inode._users -= 1
+        inode = self._inode
+        if inode is not None:
             self._inode = None
+            inode._users -= 1
+            self._store._retire_if_idle(inode)
 
 
 @final
@@ -170,6 +173,11 @@ class CacheStore:
         self._noatime = t.noatime
         self._pool = MemoryPool(arena_size=t.arena_size)
         self._policy = make_policy(t.policy)
+        # Policy keys reclaim has popped and is still working on (a write-back may be in
+        # flight): out of the policy so no other pass picks them, back in (or gone with their
+        # chunk) when reclaim is done, whatever happens to it. Loop-atomic.
+        # Invariant: policy keys | _reclaiming == chunks with cached pages, at every await.
+        self._reclaiming: set[int] = set()
         self._budget = BudgetPressure(t.high_watermark, t.low_watermark)
         # Usage above which finished fills wake the evictor (the high watermark, in bytes).
         self._evict_above = int(t.high_watermark * memory_limit)
@@ -189,6 +197,8 @@ class CacheStore:
         self._inodes: dict[Hashable, CachingInode] = {}
         self._by_id: dict[int, CachingInode] = {}
         self._opening: dict[Hashable, anyio.Event] = {}
+        # Ids of inodes whose backing the store made (from a factory): it closes them.
+        self._owned_backings: set[int] = set()
         self._ids = itertools.count(1)
         # Background tasks and their wake-ups.
         self._tg: anyio.abc.TaskGroup | None = None
@@ -238,10 +248,17 @@ class CacheStore:
         failures: list[str] = []
         with anyio.CancelScope(shield=True):
             for key, inode in list(self._inodes.items()):
+                if inode._closed:
+                    continue
                 try:
                     await inode.write_out()
                 except CacheError as e:
                     failures.append(f"{key!r}: {e}")
+            for inode in list(self._inodes.values()):
+                if inode._id in self._owned_backings and not inode._closed:
+                    aclose = getattr(inode._backing, "aclose", None)
+                    if aclose is not None:
+                        await self._close_backing(aclose, inode._key)
         self._running = False
         tg = self._tg
         assert tg is not None
@@ -326,6 +343,8 @@ class CacheStore:
             inode = CachingInode(self, key, inode_id, b, attrs)
             self._inodes[key] = inode
             self._by_id[inode_id] = inode
+            if b is not backing:
+                self._owned_backings.add(inode_id)
             return inode
         finally:
             del self._opening[key]
@@ -381,15 +400,44 @@ class CacheStore:
         await inode.release()
 
     def _inode_released(self, inode: CachingInode) -> None:
+        """Take a closed inode out of the table; close its backing if the store made it."""
         if self._inodes.get(inode._key) is inode:
             del self._inodes[inode._key]
         self._by_id.pop(inode._id, None)
         inode._report()
+        if inode._id in self._owned_backings:
+            self._owned_backings.discard(inode._id)
+            aclose = getattr(inode._backing, "aclose", None)
+            if aclose is not None and self._tg is not None:
+                self._tg.start_soon(self._close_backing, aclose, inode._key)
+
+    @staticmethod
+    async def _close_backing(aclose: Callable[[], Awaitable[None]], key: Hashable) -> None:
+        """Close a backing the store made. Checkpoint: yes. Cancellation: shielded."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await aclose()
+            except Exception as exc:  # a close failure loses nothing: the data is written
+                log.warning("closing the backing of %r failed: %s", key, exc)
+
+    def _retire_if_idle(self, inode: CachingInode) -> None:
+        """Drop ``inode`` from the table if nobody uses it and it holds nothing.
+
+        Idle means: no ``open`` holder, no cached, dirty or pinned pages, no I/O in flight, no
+        mapping, no unwritten attributes, no lock held. The object is closed (a caller that
+        kept it gets ``ClosedError``), so the next ``open`` of the key makes a fresh inode.
+        Synchronous. Complexity: O(1).
+        """
+        if inode._users or inode._closed or not inode._retirable():
+            return
+        inode._closed = True
+        self._inode_released(inode)
 
     def _policy_keys_of(self, inode: CachingInode) -> Iterator[int]:
+        """This inode's keys in the policy or held by reclaim. Complexity: O(n)."""
         base = inode._id
-        resident = self._policy.keys
-        return (k for k in resident() if k >> KEY_SHIFT == base)
+        keys = [*self._policy.keys(), *self._reclaiming]
+        return (k for k in keys if k >> KEY_SHIFT == base)
 
     # ------------------------------------------------------------------------------------------
     # Budget
@@ -458,6 +506,7 @@ class CacheStore:
             if inode is None:
                 continue
             inode._drop_nowait(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT, "pressure")
+            self._return_victim(key)
         self._wake_evictor()
         return pool.used_bytes + nbytes <= limit
 
@@ -522,22 +571,38 @@ class CacheStore:
                 inode, idx = self._victim_inode(key)
                 if inode is None:
                     continue
+                self._reclaiming.add(key)
+                done = False
                 try:
                     await inode._evict_chunk(idx, reason)
+                    done = True
                 except WritebackError as exc:
                     log.warning("eviction write-back of %r failed: %s", inode.key, exc)
                     # Back into the policy only when this pass ends (finally): re-inserted now,
                     # it would be the next victim again and a failing backing would spin here.
                     failed.append(key)
                     continue
-                if not inode._closed:
-                    inode._touch_chunks(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT)
+                finally:
+                    if key not in failed:
+                        # Done, cancelled or failed otherwise: the key goes back now, if its
+                        # chunk still has pages (a cancelled write-back left them dirty).
+                        self._return_victim(key)
+                if done:
+                    self._retire_if_idle(inode)
         finally:
             for key in failed:
-                inode, idx = self._victim_inode(key)
-                if inode is not None and not inode._closed:
-                    inode._touch_chunks(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT)
+                self._return_victim(key)
         return self._pool.used_bytes
+
+    def _return_victim(self, key: int) -> None:
+        """Reclaim is done with ``key``: back into the policy while its chunk has pages.
+
+        Synchronous. Complexity: O(1).
+        """
+        self._reclaiming.discard(key)
+        inode, idx = self._victim_inode(key)
+        if inode is not None and inode._cache.chunk_cached(idx):
+            self._policy.insert(key)
 
     async def shrink(self, target_bytes: int) -> int:
         """Evict (writing back first) until usage is at most ``target_bytes``.
@@ -557,9 +622,13 @@ class CacheStore:
         errors: list[str] = []
         dirty_before = self._dirty_bytes
         await self._evict_to(target_bytes, "shrink")
-        if self._pool.used_bytes > target_bytes and self._dirty_bytes:
+        if self._pool.used_bytes > target_bytes:
+            # Dirty data, or a write-back in flight (its pages are out of the dirty set until
+            # it ends, and back in if it fails): write back and wait, to name what failed.
             # Name what could not be written back.
             for inode in list(self._inodes.values()):
+                if inode._closed:
+                    continue
                 try:
                     await inode._writeback(0, 1 << 62)
                 except WritebackError as exc:
@@ -635,13 +704,17 @@ class CacheStore:
             WritebackError: some data could not be written back (named; it stays dirty).
         """
         failures: list[str] = []
+        ranges: list[Range] = []
         for key, inode in list(self._inodes.items()):
+            if inode._closed:
+                continue
             try:
                 await inode.write_out()
             except CacheError as exc:
                 failures.append(f"{key!r}: {exc}")
+                ranges.extend(getattr(exc, "ranges", ()))
         if failures:
-            raise WritebackError("write-back failed: " + "; ".join(failures))
+            raise WritebackError("write-back failed: " + "; ".join(failures), ranges)
 
     # ------------------------------------------------------------------------------------------
     # Observability
@@ -694,10 +767,10 @@ class CacheStore:
         for inode in inodes:
             inode._check_invariants()
         assert self._cached_bytes == sum(i._cache.total() for i in inodes)
-        assert self._dirty_bytes == sum(i._dirty.total() for i in inodes)
+        assert self._dirty_bytes == sum(i._dirty.total() + i._writeback_bytes for i in inodes)
         ids = {i._id for i in inodes}
-        resident = self._policy.keys
-        for key in resident():
+        assert not set(self._policy.keys()) & self._reclaiming, "a reclaimed key is in the policy"
+        for key in [*self._policy.keys(), *self._reclaiming]:
             assert key >> KEY_SHIFT in ids, f"policy key {key:#x} of no resident inode"
         ops = {id(op): op for i in inodes for _s, _e, op in i._inflight.segments()}
         filling = sum(length for op in ops.values() for _off, length in op.extents)

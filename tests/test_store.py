@@ -143,6 +143,8 @@ class TestCacheStore:
                 assert a is b
                 assert isinstance(a, CachingInode)
                 assert a.backing is first
+                # Cached pages keep the inode resident after the last user leaves.
+                assert await a.read(0, 5) == first.data[:5]
             async with s.open("k", second) as c:
                 assert c is a
                 assert await c.read(0, 5) == first.data[:5]
@@ -175,10 +177,15 @@ class TestCacheStore:
             return backing
 
         got: list[CachingInode] = []
+        all_in = anyio.Event()
 
         async def opener() -> None:
+            # Each holds the inode until all are in: an idle one would leave the table.
             async with s.open("k", factory) as inode:
                 got.append(inode)
+                if len(got) == 10:
+                    all_in.set()
+                await all_in.wait()
 
         async with store() as s:
             async with anyio.create_task_group() as tg:
@@ -191,7 +198,9 @@ class TestCacheStore:
             assert all(inode is got[0] for inode in got)
             assert calls == 1
             assert backing.stats.get_attributes == 1
-            assert list(s.keys()) == ["k"]
+            # Unused and caching nothing, it left the table, and its backing was closed.
+            assert list(s.keys()) == []
+            assert backing.closed
 
     async def test_backing_given_as_async_callable(self) -> None:
         calls = 0

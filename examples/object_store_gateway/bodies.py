@@ -70,16 +70,10 @@ class BodyFiles:
         self._dropping: dict[str, anyio.Event] = {}
 
     async def _backing(self, body_id: str) -> LocalFile:
-        f = self._files.get(body_id)
-        if f is None:
-            f = await LocalFile.open(self.storage.body_path(body_id))
-            # Another opener may have won the race while this one waited for the thread.
-            other = self._files.get(body_id)
-            if other is not None:
-                await f.aclose()
-                return other
-            self._files[body_id] = f
-        return f
+        # A fresh descriptor for each new inode: the store made it through this factory, so
+        # the store closes it when the idle inode leaves its table. Never a file kept in
+        # _files, which the store may have closed with an earlier inode.
+        return await LocalFile.open(self.storage.body_path(body_id))
 
     async def adopt(self, body_id: str, backing: LocalFile) -> None:
         """Keep the file a PUT wrote (its inode stays resident, hot) for later reads.

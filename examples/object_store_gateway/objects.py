@@ -10,6 +10,7 @@ came: HIT (all of it), MISS (none) or PARTIAL.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -27,6 +28,8 @@ from .xml import MAX_XML_BYTES, document, elem, iso8601, parse_delete
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from aiocache_inode import CachingInode
 
     from .exchange import Exchange
 
@@ -242,21 +245,26 @@ async def get_object(ex: Exchange) -> None:
     try:
         ex.cache_result = _cache_state(ex, pieces)
         headers.append(("x-cache", ex.cache_result))
-        await ex.start(status, headers)
         if head or not pieces:
+            await ex.start(status, headers)
             await ex.send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        await run_until_disconnect(ex.receive, _stream, ex, pieces)
+        # The first body is opened before the status goes out, so a failure to open it is
+        # still answered with an S3 error rather than a cut-off 200.
+        async with ex.gw.bodies.open(pieces[0].body_id) as first:
+            await ex.start(status, headers)
+            await run_until_disconnect(ex.receive, _stream, ex, pieces, first)
     finally:
         storage.unpin(body_ids)
 
 
-async def _stream(ex: Exchange, pieces: list[Segment]) -> None:
+async def _stream(ex: Exchange, pieces: list[Segment], first: CachingInode) -> None:
     bodies = ex.gw.bodies
     zero_copy = ex.gw.config.zero_copy
     last = len(pieces) - 1
     for i, p in enumerate(pieces):
-        async with bodies.open(p.body_id) as inode:
+        async with contextlib.AsyncExitStack() as stack:
+            inode = first if i == 0 else await stack.enter_async_context(bodies.open(p.body_id))
             zero_copy = await send_inode_range(
                 ex.send,
                 inode,

@@ -92,112 +92,122 @@ class GatedBacking:
 
 async def test_view_write_during_writeback_is_not_lost_7_1() -> None:
     backing = GatedBacking(b"A" * P)
-    async with CacheStore(64 * P, registry=False, write_back=True, background=False) as store:
-        async with store.open("k", backing) as inode:
-            await inode.write(0, b"B" * P)
-            started, release = backing.gate("write")
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(inode.write_out)
-                await started.wait()
-                # The write-back request holds the Bs; a view now writes Cs and lets go.
-                async with inode.view(0, P, writable=True) as views:
-                    views[0][:] = b"C" * P
-                release.set()
-            assert inode.dirty_bytes == P, "the view's write was marked clean unwritten"
-            await inode.write_out()
-            assert backing.data == b"C" * P
-            await store.shrink(0)
-            assert await inode.read(0, P) == b"C" * P
+    async with (
+        CacheStore(64 * P, registry=False, write_back=True, background=False) as store,
+        store.open("k", backing) as inode,
+    ):
+        await inode.write(0, b"B" * P)
+        started, release = backing.gate("write")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inode.write_out)
+            await started.wait()
+            # The write-back request holds the Bs; a view now writes Cs and lets go.
+            async with inode.view(0, P, writable=True) as views:
+                views[0][:] = b"C" * P
+            release.set()
+        assert inode.dirty_bytes == P, "the view's write was marked clean unwritten"
+        await inode.write_out()
+        assert backing.data == b"C" * P
+        await store.shrink(0)
+        assert await inode.read(0, P) == b"C" * P
 
 
 async def test_cancelled_reclaim_keeps_the_chunk_evictable_7_2() -> None:
     backing = GatedBacking()
-    async with CacheStore(32 * P, registry=False, write_back=True, background=False) as store:
-        async with store.open("k", backing) as inode:
-            await inode.write(0, b"d" * (32 * P))
-            assert store.usage == 32 * P
-            started, release = backing.gate("write")
-            with anyio.CancelScope() as scope:
-                async with anyio.create_task_group() as tg:
+    async with (
+        CacheStore(32 * P, registry=False, write_back=True, background=False) as store,
+        store.open("k", backing) as inode,
+    ):
+        await inode.write(0, b"d" * (32 * P))
+        assert store.usage == 32 * P
+        started, release = backing.gate("write")
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
 
-                    async def cancel_when_started() -> None:
-                        await started.wait()
-                        scope.cancel()
-                        # The request already sent completes (it is shielded); the write is
-                        # cancelled when it returns, inside direct reclaim.
-                        release.set()
+                async def cancel_when_started() -> None:
+                    await started.wait()
+                    scope.cancel()
+                    # The request already sent completes (it is shielded); the write is
+                    # cancelled when it returns, inside direct reclaim.
+                    release.set()
 
-                    tg.start_soon(cancel_when_started)
-                    # Needs room: direct reclaim writes a dirty chunk back, and is cancelled.
-                    await inode.write(64 * P, b"e" * P)
-            store._check_invariants()
-            assert await store.shrink(0) == 0
+                tg.start_soon(cancel_when_started)
+                # Needs room: direct reclaim writes a dirty chunk back, and is cancelled.
+                await inode.write(64 * P, b"e" * P)
+        store._check_invariants()
+        assert await store.shrink(0) == 0
 
 
 async def test_direct_read_loops_on_short_counts_7_3() -> None:
     data = bytes(range(256)) * (16 * P // 256)
     inner = MemoryBacking(data)
     backing = FaultInjector(inner, seed=3, short_io_rate=1.0)
-    async with CacheStore(2 * P, registry=False, background=False) as store:
-        async with store.open("k", backing) as inode:
-            # Pin the whole budget so the next read cannot be cached and reads directly.
-            async with inode.view(0, 2 * P) as views:
-                assert b"".join(bytes(v) for v in views) == data[: 2 * P]
-                assert await inode.read(8 * P, 2 * P) == data[8 * P : 10 * P]
+    async with (
+        CacheStore(2 * P, registry=False, background=False) as store,
+        store.open("k", backing) as inode,
+        # Pin the whole budget so the next read cannot be cached and reads directly.
+        inode.view(0, 2 * P) as views,
+    ):
+        assert b"".join(bytes(v) for v in views) == data[: 2 * P]
+        assert await inode.read(8 * P, 2 * P) == data[8 * P : 10 * P]
 
 
 async def test_read_beside_unaligned_write_through_7_4() -> None:
     data = b"x" * (4 * P)
     backing = GatedBacking(data)
-    async with CacheStore(64 * P, registry=False, background=False) as store:
-        async with store.open("k", backing) as inode:
-            started, release = backing.gate("write")
-            # A guard, not a timing assertion: without the fix the reader waits forever.
-            with anyio.fail_after(30):
-                async with anyio.create_task_group() as tg:
-                    # A write-through of [P + 100, 2P + 100) to an uncached gap, held in flight.
-                    tg.start_soon(inode.write, P + 100, b"w" * P)
-                    await started.wait()
-                    result: list[bytes] = []
+    async with (
+        CacheStore(64 * P, registry=False, background=False) as store,
+        store.open("k", backing) as inode,
+    ):
+        started, release = backing.gate("write")
+        # A guard, not a timing assertion: without the fix the reader waits forever.
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                # A write-through of [P + 100, 2P + 100) to an uncached gap, held in flight.
+                tg.start_soon(inode.write, P + 100, b"w" * P)
+                await started.wait()
+                result: list[bytes] = []
 
-                    async def reader() -> None:
-                        result.append(await inode.read(0, 4 * P))
+                async def reader() -> None:
+                    result.append(await inode.read(0, 4 * P))
 
-                    tg.start_soon(reader)
-                    await anyio.wait_all_tasks_blocked()
-                    release.set()
-            want = bytearray(data)
-            want[P + 100 : 2 * P + 100] = b"w" * P
-            assert result == [bytes(want)]
-            store._check_invariants()
-            assert await store.shrink(0) == 0
+                tg.start_soon(reader)
+                await anyio.wait_all_tasks_blocked()
+                release.set()
+        want = bytearray(data)
+        want[P + 100 : 2 * P + 100] = b"w" * P
+        assert result == [bytes(want)]
+        store._check_invariants()
+        assert await store.shrink(0) == 0
 
 
 async def test_fill_racing_a_shrinking_truncate_7_4b() -> None:
     data = bytes(range(256)) * (10 * P // 256)
     backing = GatedBacking(data)
-    async with CacheStore(64 * P, registry=False, background=False) as store:
-        async with store.open("k", backing) as inode:
-            read_started, read_release = backing.gate("read")
-            trunc_started, trunc_release = backing.gate("set_attributes")
-            result: list[bytes] = []
-            async with anyio.create_task_group() as tg:
+    async with (
+        CacheStore(64 * P, registry=False, background=False) as store,
+        store.open("k", backing) as inode,
+    ):
+        read_started, read_release = backing.gate("read")
+        trunc_started, trunc_release = backing.gate("set_attributes")
+        result: list[bytes] = []
+        async with anyio.create_task_group() as tg:
 
-                async def reader() -> None:
-                    result.append(await inode.read(0, 10 * P))
+            async def reader() -> None:
+                result.append(await inode.read(0, 10 * P))
 
-                tg.start_soon(reader)
-                await read_started.wait()
-                tg.start_soon(inode.truncate, 2 * P)
-                await trunc_started.wait()
-                # The backing has shrunk; the fill now reads up to its new EOF.
-                read_release.set()
-                await anyio.wait_all_tasks_blocked()
-                trunc_release.set()
-            got = result[0]
-            # Either the old file or a prefix of the new one: never zeros that neither held.
-            assert got in (data, data[: 2 * P]), f"read {len(got)} bytes, not a file's content"
-            assert await inode.read(0, 10 * P) == data[: 2 * P]
+            tg.start_soon(reader)
+            await read_started.wait()
+            tg.start_soon(inode.truncate, 2 * P)
+            await trunc_started.wait()
+            # The backing has shrunk; the fill now reads up to its new EOF.
+            read_release.set()
+            await anyio.wait_all_tasks_blocked()
+            trunc_release.set()
+        got = result[0]
+        # Either the old file or a prefix of the new one: never zeros that neither held.
+        assert got in (data, data[: 2 * P]), f"read {len(got)} bytes, not a file's content"
+        assert await inode.read(0, 10 * P) == data[: 2 * P]
 
 
 async def test_idle_inodes_leave_the_table_7_7() -> None:

@@ -200,6 +200,8 @@ class TestCacheStore:
             assert backing.stats.get_attributes == 1
             # Unused and caching nothing, it left the table, and its backing was closed.
             assert list(s.keys()) == []
+            # The store closes it in a task of its own: let that run.
+            await anyio.wait_all_tasks_blocked()
             assert backing.closed
 
     async def test_backing_given_as_async_callable(self) -> None:

@@ -98,6 +98,10 @@ class CacheMap(SegmentMap[int]):
             start = stop
             idx += 1
 
+    def detach(self) -> None:
+        """Stop reporting chunk changes (the owner is closed and drops its last reference)."""
+        self._on_chunk = None
+
     def chunk_cached(self, idx: int) -> bool:
         """Whether chunk ``idx`` holds any cached page. Complexity: O(1)."""
         return idx in self._chunk_bytes

@@ -179,7 +179,7 @@ class GatewayMiddleware:
             metrics.received.inc(received)
             metrics.sent.inc(ex.sent)
             if ex.cache_result is not None:
-                metrics.cache_results.labels(ex.cache_result).inc()
+                metrics.cache_result(ex.cache_result)
             metrics.observe(routed.operation, ex.status or 499, time.perf_counter() - t0)
 
 

@@ -8,6 +8,8 @@ before the response started becomes S3's error document.
 from __future__ import annotations
 
 import email.utils
+import functools
+import random
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Final, final
@@ -36,7 +38,13 @@ XML: Final = b"application/xml"
 
 def http_date(ns: int) -> str:
     """A timestamp as an HTTP date (``Wed, 01 May 2024 12:34:56 GMT``), seconds resolution."""
-    return email.utils.formatdate(ns // 1_000_000_000, usegmt=True)
+    return _http_date(ns // 1_000_000_000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:
+    # Objects' Last-Modified values repeat on every GET of them: format each second once.
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def parse_http_date(value: str) -> float | None:
@@ -229,6 +237,10 @@ class Exchange:
 ID2: Final = secrets.token_urlsafe(48).encode()
 
 
+# Request ids need to be distinct, not secret: a seeded PRNG instead of a system call each.
+_ids = random.Random(secrets.randbits(64))
+
+
 def new_request_id() -> str:
     """A request id like S3's: 16 upper-case hex digits, time-ordered."""
-    return f"{time.time_ns() // 1000 & 0xFFFFFFFFFF:010X}{secrets.randbits(24):06X}"
+    return f"{time.time_ns() // 1000 & 0xFFFFFFFFFF:010X}{_ids.getrandbits(24):06X}"

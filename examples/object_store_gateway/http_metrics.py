@@ -26,7 +26,16 @@ _BUCKETS: Final = (
 class HttpMetrics:
     """The HTTP series of one gateway, registered in ``registry``."""
 
-    __slots__ = ("cache_results", "in_flight", "received", "requests", "seconds", "sent")
+    __slots__ = (
+        "_cache_children",
+        "_children",
+        "cache_results",
+        "in_flight",
+        "received",
+        "requests",
+        "seconds",
+        "sent",
+    )
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -57,10 +66,22 @@ class HttpMetrics:
             ["result"],
             registry=registry,
         )
-        for result in ("HIT", "MISS", "PARTIAL"):
-            self.cache_results.labels(result)
+        # The labelled children by label values: ``labels()`` costs a lock and a tuple each.
+        self._cache_children = {r: self.cache_results.labels(r) for r in ("HIT", "MISS", "PARTIAL")}
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
         """Count one finished request."""
-        self.requests.labels(operation, str(status)).inc()
-        self.seconds.labels(operation).observe(seconds)
+        children = self._children.get((operation, status))
+        if children is None:
+            children = (
+                self.requests.labels(operation, str(status)),
+                self.seconds.labels(operation),
+            )
+            self._children[(operation, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def cache_result(self, result: str) -> None:
+        """Count one object read's ``x-cache`` outcome (HIT, MISS or PARTIAL)."""
+        self._cache_children[result].inc()

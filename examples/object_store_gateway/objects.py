@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote
 
-from aiocache_inode.asgi import run_until_disconnect, send_inode_range
+from aiocache_inode.asgi import COPY_THRESHOLD, run_until_disconnect, send_inode_range
 
 from .bodies import read_small_body, receive_body
 from .errors import S3Error
@@ -253,7 +253,13 @@ async def get_object(ex: Exchange) -> None:
         # still answered with an S3 error rather than a cut-off 200.
         async with ex.gw.bodies.open(pieces[0].body_id) as first:
             await ex.start(status, headers)
-            await run_until_disconnect(ex.receive, _stream, ex, pieces, first)
+            if end - start <= COPY_THRESHOLD:
+                # A small body goes out as a few copies, and a send waiting for a client that
+                # left returns (the server resumes writing on connection loss): a disconnect
+                # watcher's task and cancel scope would cost more than the body itself.
+                await _stream(ex, pieces, first)
+            else:
+                await run_until_disconnect(ex.receive, _stream, ex, pieces, first)
     finally:
         storage.unpin(body_ids)
 

@@ -8,6 +8,10 @@ The operation is chosen by level, method and subresource (query parameters such 
 ``uploadId``, ``delete``, ``location``), as S3's REST API defines; a subresource naming a feature
 this gateway does not have is ``NotImplemented`` (501), a method S3 has not at that level is
 ``MethodNotAllowed`` (405).
+
+Routes are pure functions of (method, raw path, query string), so the last
+:data:`ROUTE_CACHE_SIZE` distinct requests routed are remembered: a hot object's GET (the same
+presigned URL, or the same path) skips the decoding. Errors are not remembered.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ _UNSUPPORTED: Final = frozenset(
         "tagging", "torrent", "versioning", "versions", "website",
     }
 )  # fmt: skip
+#: Distinct (method, raw path, query string) routes kept (oldest dropped first).
+ROUTE_CACHE_SIZE: Final = 1024
+_routes: dict[tuple[str, bytes, bytes], Route] = {}
 _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4_RE: Final = re.compile(r"\d+\.\d+\.\d+\.\d+")
 
@@ -54,7 +61,8 @@ class Route:
         operation: the S3 operation name (``GetObject``, ``ListObjectsV2``, ...).
         bucket: the bucket name ("" for the service).
         key: the object key ("" for the service and buckets).
-        query: query parameters, decoded, first value of each.
+        query: query parameters, decoded, first value of each (shared by every request
+            with the same route: read it, never change it).
     """
 
     operation: str
@@ -143,12 +151,23 @@ def _split(raw_path: bytes) -> tuple[str, str | None]:
 
 
 def route(method: str, raw_path: bytes, query_string: bytes) -> Route:
-    """Decide which operation a request is.
+    """Decide which operation a request is (remembered for the latest distinct requests).
 
     Raises:
         S3Error: InvalidArgument (bad UTF-8), InvalidBucketName, KeyTooLongError,
             NotImplemented (an unsupported subresource), MethodNotAllowed.
     """
+    cache_key = (method, raw_path, query_string)
+    found = _routes.get(cache_key)
+    if found is None:
+        found = _route(method, raw_path, query_string)
+        if len(_routes) >= ROUTE_CACHE_SIZE:
+            del _routes[next(iter(_routes))]
+        _routes[cache_key] = found
+    return found
+
+
+def _route(method: str, raw_path: bytes, query_string: bytes) -> Route:
     query = parse_query(query_string)
     bucket, key = _split(raw_path)
     for name in query:

@@ -25,6 +25,11 @@ FULL transaction per PUT, 7.8-14.1k with group commit).
 
 Readers run on the event-loop thread with their own connection: WAL readers never wait for the
 writer, and the indexed queries here cost tens of microseconds, less than a thread hop.
+:meth:`Storage.get_object` answers from a small in-memory cache of recently read objects
+(:data:`META_CACHE_SIZE` entries): the writer drops every key a batch touched as soon as the
+batch's transaction ends, on the event-loop thread and before any of its callers is woken, so
+a change is visible to every read that starts after it was acknowledged. Reads and the drop both
+run on the event-loop thread, so a read can never put back a value older than a drop.
 
 Bytes a GET streams never change: body files are immutable, and a freed body is unlinked only
 when no request holds a pin on it (:meth:`Storage.pin`); until then it is *doomed* and the last
@@ -71,6 +76,8 @@ __all__ = [
 T = TypeVar("T")
 
 MIN_PART_SIZE: Final = 5 << 20  # S3's minimum size of every part but the last
+#: Objects whose metadata :meth:`Storage.get_object` keeps in memory (oldest read dropped first).
+META_CACHE_SIZE: Final = 4096
 MAX_PARTS: Final = 10_000
 
 _SCHEMA: Final = """
@@ -294,10 +301,12 @@ def _fsync_dir(path: str | os.PathLike[str]) -> None:
 class _Txn:
     """What one operation's transaction did to body references, applied by the writer."""
 
-    __slots__ = ("conn", "freed", "new")
+    __slots__ = ("conn", "freed", "new", "touched")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        # (bucket, key) of every object this operation wrote or deleted.
+        self.touched: list[tuple[str, str]] = []
         # Bodies whose reference count reached zero in this operation.
         self.freed: list[str] = []
         # Bodies this operation published (a failed operation frees them).
@@ -323,7 +332,7 @@ class _Txn:
 
 @final
 class _Op:
-    __slots__ = ("done", "error", "fn", "new", "result", "txn")
+    __slots__ = ("done", "error", "fn", "new", "result", "touched", "txn")
 
     def __init__(self, fn: Callable[[_Txn], Any], new: Sequence[str]) -> None:
         self.fn = fn
@@ -332,6 +341,8 @@ class _Op:
         self.result: Any = None
         self.error: BaseException | None = None
         self.txn: _Txn | None = None
+        # Objects the operation changed, or tried to (dropped from the metadata cache).
+        self.touched: list[tuple[str, str]] = []
 
 
 @final
@@ -355,6 +366,8 @@ class Storage:
         self._db_path = os.path.join(self.data_dir, "meta.sqlite3")
         # Connections: _reader on the event-loop thread, _writer only in the writer's thread hop.
         self._reader: sqlite3.Connection | None = None
+        # Recently read objects by (bucket, key), oldest first. Event-loop thread only.
+        self._meta: dict[tuple[str, str], ObjectMeta] = {}
         self._writer: sqlite3.Connection | None = None
         # Operations queued for the next batch, and the writer's wake-up.
         self._queue: list[_Op] = []
@@ -613,6 +626,12 @@ class Storage:
                         for op in batch:
                             if op.error is None:
                                 op.error = S3Error("InternalError", f"commit failed: {exc}")
+                    finally:
+                        # Before anyone hears of the batch: later reads see what it did.
+                        meta = self._meta
+                        for op in batch:
+                            for bk in op.touched:
+                                meta.pop(bk, None)
                 self.batches += 1
                 self.operations += len(batch)
                 for op in batch:
@@ -645,12 +664,14 @@ class Storage:
                 try:
                     op.result = op.fn(txn)
                 except Exception as exc:
+                    op.touched = txn.touched
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     op.error = exc
                     continue
                 conn.execute("RELEASE op")
                 op.txn = txn
+                op.touched = txn.touched
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -685,11 +706,15 @@ class Storage:
             raise S3Error("NoSuchBucket", BucketName=name)
 
     def get_object(self, bucket: str, key: str) -> ObjectMeta:
-        """The object's metadata.
+        """The object's metadata (from the metadata cache when it was read lately).
 
         Raises:
             S3Error: NoSuchBucket, NoSuchKey.
         """
+        cache = self._meta
+        found = cache.get((bucket, key))
+        if found is not None:
+            return found
         row = (
             self._r()
             .execute(
@@ -700,7 +725,11 @@ class Storage:
         if row is None:
             self.require_bucket(bucket)
             raise S3Error("NoSuchKey", Key=key)
-        return _object_of(row)
+        meta = _object_of(row)
+        if len(cache) >= META_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[(bucket, key)] = meta
+        return meta
 
     def list_objects(
         self,
@@ -1173,6 +1202,7 @@ def _upload_row(conn: sqlite3.Connection, upload_id: str, bucket: str, key: str)
 
 def _put_object(txn: _Txn, meta: ObjectMeta) -> None:
     conn = txn.conn
+    txn.touched.append((meta.bucket, meta.key))
     old = conn.execute(
         "SELECT segments FROM objects WHERE bucket = ? AND key = ?", (meta.bucket, meta.key)
     ).fetchone()
@@ -1201,6 +1231,7 @@ def _put_object(txn: _Txn, meta: ObjectMeta) -> None:
 
 
 def _delete_object(txn: _Txn, bucket: str, key: str) -> bool:
+    txn.touched.append((bucket, key))
     row = txn.conn.execute(
         "DELETE FROM objects WHERE bucket = ? AND key = ? RETURNING segments", (bucket, key)
     ).fetchone()

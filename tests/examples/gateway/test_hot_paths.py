@@ -1,0 +1,168 @@
+"""The per-request shortcuts of hot GETs: metadata and route caches, cached metric children.
+
+Each cache must give exactly what the uncached path gives: a metadata read after any
+acknowledged change sees the change, a failed change leaves what was there, and errors are
+never remembered.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry
+
+from examples.object_store_gateway import routing
+from examples.object_store_gateway import storage as storage_module
+from examples.object_store_gateway.errors import S3Error
+from examples.object_store_gateway.http_metrics import HttpMetrics
+from examples.object_store_gateway.routing import route
+from examples.object_store_gateway.storage import (
+    ObjectMeta,
+    PartMeta,
+    Segment,
+    Storage,
+    UploadMeta,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        os.fsync(f.fileno())
+
+
+async def _body(storage: Storage, data: bytes) -> Segment:
+    body_id = storage.new_body_id()
+    await anyio.to_thread.run_sync(_write, storage.tmp_path(body_id), data)
+    await storage.publish(body_id)
+    return Segment(body_id, 0, len(data))
+
+
+async def _put(storage: Storage, key: str, etag: str, data: bytes = b"x") -> ObjectMeta:
+    seg = await _body(storage, data)
+    meta = ObjectMeta("b", key, len(data), etag, 1, segments=(seg,))
+    await storage.put_object(meta, new_bodies=[seg.body_id])
+    return meta
+
+
+def _code(storage: Storage, key: str) -> str:
+    with pytest.raises(S3Error) as e:
+        storage.get_object("b", key)
+    return e.value.code
+
+
+async def test_metadata_reads_see_every_acknowledged_change(tmp_path: Path) -> None:
+    async with Storage(tmp_path) as s:
+        await s.create_bucket("b")
+        await _put(s, "k", "one")
+        assert s.get_object("b", "k").etag == "one"  # now cached
+        assert s.get_object("b", "k") is s.get_object("b", "k")
+        await _put(s, "k", "two")
+        assert s.get_object("b", "k").etag == "two"
+
+        # A copy onto a cached key.
+        await _put(s, "src", "three")
+        assert s.get_object("b", "src").etag == "three"
+
+        def build(src: ObjectMeta) -> ObjectMeta:
+            return ObjectMeta("b", "k", src.size, src.etag, 2, segments=src.segments)
+
+        await s.copy_object("b", "src", build)
+        assert s.get_object("b", "k").etag == "three"
+
+        # A completed multipart upload onto a cached key.
+        await s.create_upload(UploadMeta("u", "b", "k", 1))
+        seg = await _body(s, b"part")
+        await s.put_part("u", PartMeta(1, 4, "p1", 1, segments=(seg,)), new_bodies=[seg.body_id])
+
+        def stitch(upload: UploadMeta, parts: list[PartMeta]) -> ObjectMeta:
+            return ObjectMeta("b", "k", 4, "mp-1", 3, parts_count=1, segments=parts[0].segments)
+
+        await s.complete_upload("u", "b", "k", [(1, "p1")], stitch)
+        assert s.get_object("b", "k").etag == "mp-1"
+
+        # Deletes, one and several.
+        await s.delete_object("b", "k")
+        assert _code(s, "k") == "NoSuchKey"
+        await _put(s, "k", "four")
+        assert s.get_object("b", "k").etag == "four"
+        await s.delete_objects("b", ["k", "src"])
+        assert _code(s, "k") == "NoSuchKey"
+        assert _code(s, "src") == "NoSuchKey"
+
+
+async def test_failed_change_leaves_the_cached_object(tmp_path: Path) -> None:
+    async with Storage(tmp_path) as s:
+        await s.create_bucket("b")
+        await _put(s, "k", "one")
+        assert s.get_object("b", "k").etag == "one"
+
+        def refuse(src: ObjectMeta) -> None:
+            raise S3Error("PreconditionFailed")
+
+        def build(src: ObjectMeta) -> ObjectMeta:
+            return ObjectMeta("b", "k", src.size, "copied", 2, segments=src.segments)
+
+        with pytest.raises(S3Error):
+            await s.copy_object("b", "k", build, refuse)
+        assert s.get_object("b", "k").etag == "one"
+    # The database agrees after a restart (nothing was cached wrongly as committed).
+    async with Storage(tmp_path) as s:
+        assert s.get_object("b", "k").etag == "one"
+
+
+async def test_metadata_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage_module, "META_CACHE_SIZE", 2)
+    async with Storage(tmp_path) as s:
+        await s.create_bucket("b")
+        for key in ("k1", "k2", "k3"):
+            await _put(s, key, key)
+        for key in ("k1", "k2", "k3"):
+            assert s.get_object("b", key).etag == key
+        assert len(s._meta) == 2
+        # The oldest read went first, and reads of it still come from the database.
+        assert ("b", "k1") not in s._meta
+        assert s.get_object("b", "k1").etag == "k1"
+        assert _code(s, "absent") == "NoSuchKey"
+        assert len(s._meta) == 2
+
+
+def test_route_is_remembered_and_errors_are_not() -> None:
+    a = route("GET", b"/bkt/some%20key", b"X-Amz-Signature=abc")
+    assert (a.operation, a.key) == ("GetObject", "some key")
+    assert route("GET", b"/bkt/some%20key", b"X-Amz-Signature=abc") is a
+    assert route("HEAD", b"/bkt/some%20key", b"X-Amz-Signature=abc").operation == "HeadObject"
+    for _ in range(2):
+        with pytest.raises(S3Error) as e:
+            route("GET", b"/Bad_Bucket/k", b"")
+        assert e.value.code == "InvalidBucketName"
+    for i in range(routing.ROUTE_CACHE_SIZE + 10):
+        route("GET", f"/bkt/k{i}".encode(), b"")
+    assert len(routing._routes) <= routing.ROUTE_CACHE_SIZE
+    assert route("GET", b"/bkt/some%20key", b"X-Amz-Signature=abc") == a
+
+
+def test_metric_children_count_like_labels() -> None:
+    registry = CollectorRegistry()
+    m = HttpMetrics(registry)
+    for _ in range(3):
+        m.observe("GetObject", 200, 0.001)
+    m.observe("GetObject", 404, 0.002)
+    m.cache_result("HIT")
+    m.cache_result("HIT")
+    value = registry.get_sample_value
+    assert (
+        value("aiocache_gateway_requests_total", {"operation": "GetObject", "status": "200"}) == 3
+    )
+    assert (
+        value("aiocache_gateway_requests_total", {"operation": "GetObject", "status": "404"}) == 1
+    )
+    assert value("aiocache_gateway_request_seconds_count", {"operation": "GetObject"}) == 4
+    assert value("aiocache_gateway_cache_results_total", {"result": "HIT"}) == 2
+    assert value("aiocache_gateway_cache_results_total", {"result": "MISS"}) == 0

@@ -20,10 +20,12 @@ from .backing import BackingFile as BackingFile
 from .backing import FaultInjector as FaultInjector
 from .backing import LocalFile as LocalFile
 from .backing import MemoryBacking as MemoryBacking
+from .backing import Revalidating as Revalidating
 from .errors import BackendError as BackendError
 from .errors import BackingError as BackingError
 from .errors import CacheError as CacheError
 from .errors import ClosedError as ClosedError
+from .errors import ConflictError as ConflictError
 from .errors import NotFoundError as NotFoundError
 from .errors import WouldBlock as WouldBlock
 from .errors import WritebackError as WritebackError
@@ -51,12 +53,14 @@ __all__ = [
     "CachingInode",
     "CgroupPressure",
     "ClosedError",
+    "ConflictError",
     "FaultInjector",
     "LocalFile",
     "MemoryBacking",
     "NotFoundError",
     "PsiPressure",
     "Range",
+    "Revalidating",
     "TimeSpec",
     "TranslateError",
     "Translation",

@@ -15,6 +15,7 @@ __all__ = [
     "BackingError",
     "CacheError",
     "ClosedError",
+    "ConflictError",
     "NotFoundError",
     "WouldBlock",
     "WritebackError",
@@ -27,6 +28,19 @@ class CacheError(Exception):
 
 class ClosedError(CacheError):
     """The inode or store was released or closed and cannot be used any more."""
+
+
+class ConflictError(CacheError):
+    """The backing changed behind the cache while ``ranges`` were dirty; they are kept, unsaved.
+
+    Raised by ``CachingInode.revalidate``. The dirty bytes are neither overwritten by the new
+    version nor dropped: ``write_out`` puts them over it, ``truncate`` cuts them off.
+    """
+
+    def __init__(self, message: str, ranges: list[Range] | None = None) -> None:
+        super().__init__(message)
+        #: File ranges that are dirty over a version the cache did not start from.
+        self.ranges: list[Range] = list(ranges or [])
 
 
 class WouldBlock(CacheError):

@@ -42,9 +42,17 @@ import anyio
 import anyio.lowlevel
 
 from .attrs import S_ISGID, S_ISUID, S_IXGRP, AttrMask, Attrs, TimeSpec
+from .backing.base import Revalidating
 from .cache import CacheMap
 from .dirty import DirtySet
-from .errors import BackingError, CacheError, ClosedError, WouldBlock, WritebackError
+from .errors import (
+    BackingError,
+    CacheError,
+    ClosedError,
+    ConflictError,
+    WouldBlock,
+    WritebackError,
+)
 from .locks import RWLock
 from .mappings import MappingSet
 from .ranges import MAX_OFFSET, PAGE_MASK, PAGE_SIZE, Range, page_round_down, page_round_up
@@ -82,6 +90,19 @@ _ATIME: Final = AttrMask.ATIME.value
 _MTIME: Final = AttrMask.MTIME.value
 _CTIME: Final = AttrMask.CTIME.value
 _MCTIME: Final = _MTIME | _CTIME
+#: Attributes a revalidation keeps from the cache while they are dirty (size and usage follow
+#: the backing, see revalidate).
+_KEPT: Final = tuple(
+    (flag.value, name)
+    for flag, name in (
+        (AttrMask.MODE, "mode"),
+        (AttrMask.UID, "uid"),
+        (AttrMask.GID, "gid"),
+        (AttrMask.ATIME, "atime"),
+        (AttrMask.MTIME, "mtime"),
+        (AttrMask.CTIME, "ctime"),
+    )
+)
 #: Pages an append reservation takes at once (write-back mode).
 APPEND_RESERVE: Final = CHUNK_SIZE
 
@@ -1974,6 +1995,116 @@ class CachingInode:
                     self._size = max(self._size, offset + length)
                     now = self._store._clock()
                     self._set_times_locked(mtime=now, ctime=now)
+
+    async def revalidate(self) -> bool:
+        """Ask the backing whether its file changed behind the cache, and if so follow it.
+
+        The seed's UpdateUnstable, over the optional :class:`~aiocache_inode.backing.base.
+        Revalidating` hook (a backing without it is the only writer of its file: ``False``).
+        When the file changed, every mapping is invalidated, fills in flight are discarded, the
+        clean cached pages are dropped (counted as evicted, reason ``revalidate``) and the
+        attributes are re-read from the backing, size included; attributes changed here and not
+        yet written out keep their local values. Dirty pages are a conflict: they stay cached
+        and dirty, neither overwritten by the new version nor dropped, the size stays at least
+        their end, and :class:`ConflictError` names them (``write_out`` then puts them over the
+        new version). A partly dirty page is kept whole: its clean bytes, from the old version,
+        become dirty too (the ranges named are page-aligned, clipped to the size).
+
+        Checkpoint: always.
+        Cancellation: before the backing is asked, nothing changed; from then on the
+        revalidation completes (shielded), as a truncate does.
+        Requires: no inode lock held (takes _attr_lock, _map_lock, then _data_lock exclusively,
+        and asks the backing under all three: no write or write-back can land between its
+        answer and the drop, so the dirty set tested is exactly what the new version lacks).
+
+        Returns:
+            Whether the backing's file changed.
+
+        Raises:
+            ClosedError: the inode was released.
+            ConflictError: it changed while dirty pages were cached (they are kept, unsaved).
+            BackingError: the backing could not tell, or would not move to the new version
+                (S3Object holding written-back, unsynced data: ``ObjectChangedError`` is the
+                cause); nothing changed. Also when it changed but its attributes could not be
+                read: the clean pages are dropped, the cached attributes stay.
+        """
+        self._check_open()
+        backing = self._backing
+        if not isinstance(backing, Revalidating):
+            await anyio.lowlevel.checkpoint()
+            return False
+        async with self._attr_lock, self._map_lock:
+            self._check_open()
+            async with self._data_lock.write_locked():
+                with anyio.CancelScope(shield=True):
+                    try:
+                        changed = await self._backing_call("refresh", backing.refresh())
+                    except Exception as exc:
+                        raise BackingError(f"revalidation failed: {exc}") from exc
+                    if not changed:
+                        return False
+                    fresh: Attrs | None = None
+                    failure: Exception | None = None
+                    try:
+                        fresh = await self._backing_call("get_attributes", backing.get_attributes())
+                    except Exception as exc:
+                        failure = exc
+                    self._maps.invalidate_all(False)
+                    self._follow_change_locked(fresh)
+        if failure is not None:
+            raise BackingError(
+                f"the file changed; reading its attributes failed: {failure}"
+            ) from failure
+        if self._dirty:
+            ranges = self.dirty_ranges()
+            raise ConflictError(
+                f"the file changed behind the cache with {self._dirty.total()} bytes dirty in"
+                f" {len(ranges)} ranges; they are kept",
+                ranges,
+            )
+        return True
+
+    def _follow_change_locked(self, fresh: Attrs | None) -> None:
+        """Drop the clean pages of a changed file and adopt ``fresh`` attributes (if known).
+
+        Requires: _attr_lock and _map_lock held, mappings invalidated, _data_lock held
+        exclusively (so no write-back is in flight: every unsaved byte is in the dirty set).
+        Complexity: O(n + k); n cached segments, k dirty ones.
+        """
+        assert self._data_lock.writer_active
+        for _s, _e, op in self._inflight.segments():
+            if op.kind == _FILL:
+                op.invalid = True
+        self._release_append()
+        # Dirty ranges are byte-granular, but a page with any dirty byte stays whole: its clean
+        # bytes (from the old version) become dirty with it, so that after a write_out the
+        # backing holds exactly what reads return. The rejected alternative, refilling them
+        # from the new version, is I/O under the exclusive data lock for a state the caller
+        # is about to resolve anyway.
+        for ds, de, _keep in list(self._dirty.segments()):
+            self._dirty.mark_dirty(page_round_down(ds), min(page_round_up(de), self._size))
+        freed = 0
+        for s, e, _fr in list(self._cache.segments()):
+            for gs, ge in list(self._dirty.gaps(s, e)):
+                ps, pe = page_round_up(gs), page_round_down(ge)
+                if ps < pe:
+                    for off, length in self._cache.drop(ps, pe):
+                        self._free_extent(off, length)
+                        freed += length
+        if freed:
+            self._count_dropped(0, MAX_OFFSET, freed, "revalidate")
+        if fresh is not None:
+            local = self.attrs  # applies pending write times first
+            keep = {name: getattr(local, name) for bit, name in _KEPT if self._dirty_attr & bit}
+            dirty_end = max((e for _s, e, _keep in self._dirty.segments()), default=0)
+            size = max(fresh.size, dirty_end)
+            self._attrs = fresh.with_(size=size, **keep)
+            self._size = size
+            self._pending_usage = 0
+            self._dirty_attr &= ~(_SIZE | _USAGE)
+            if size != fresh.size:
+                self._dirty_attr |= _SIZE
+        self._report()
 
     # ------------------------------------------------------------------------------------------
     # Eviction, invalidation, release

@@ -12,10 +12,19 @@ from typing import final
 __all__ = ["BACKING_OPS", "EVICTION_REASONS", "Counters", "InodeStatistics", "StoreStatistics"]
 
 #: Backing operations timed by operation label.
-BACKING_OPS = ("read", "write", "set_attributes", "allocate", "sync", "get_attributes")
+BACKING_OPS = ("read", "write", "set_attributes", "allocate", "sync", "get_attributes", "refresh")
 #: Why bytes left the cache: the budget (evictor or an allocation), an explicit shrink or evict,
-#: truncation, invalidation, or the inode being forgotten/released.
-EVICTION_REASONS = ("pressure", "shrink", "explicit", "truncate", "invalidate", "release")
+#: truncation, invalidation, a revalidation that found the file changed, or the inode being
+#: forgotten/released.
+EVICTION_REASONS = (
+    "pressure",
+    "shrink",
+    "explicit",
+    "truncate",
+    "invalidate",
+    "revalidate",
+    "release",
+)
 
 
 @final

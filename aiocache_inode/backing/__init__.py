@@ -7,6 +7,7 @@ of the package does not, and aiobotocore takes most of a second to import.
 from typing import TYPE_CHECKING, Any
 
 from .base import BackingFile as BackingFile
+from .base import Revalidating as Revalidating
 from .faults import FaultInjector as FaultInjector
 from .faults import FaultStats as FaultStats
 from .local import LocalFile as LocalFile
@@ -23,6 +24,7 @@ __all__ = [
     "FaultStats",
     "LocalFile",
     "MemoryBacking",
+    "Revalidating",
     "S3Object",
 ]
 

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
     from ..attrs import AttrMask, Attrs
 
-__all__ = ["BackingFile"]
+__all__ = ["BackingFile", "Revalidating"]
 
 
 @runtime_checkable
@@ -52,4 +52,25 @@ class BackingFile(Protocol):
 
     def fd(self) -> int:
         """A host file descriptor for the data, or -1 when there is none."""
+        ...
+
+
+@runtime_checkable
+class Revalidating(Protocol):
+    """A backing whose file can change behind the cache: ``CachingInode.revalidate`` asks it.
+
+    The seed's UpdateUnstable, as an optional extra kept apart from :class:`BackingFile`, so a
+    backing that is the only writer of its file needs nothing new.
+    :class:`~aiocache_inode.backing.S3Object` compares ETags,
+    :class:`~aiocache_inode.backing.LocalFile` compares ``(st_ino, st_size, st_mtime_ns)``.
+    """
+
+    async def refresh(self) -> bool:
+        """Ask the store what it holds now; from then on serve that. Return whether it changed.
+
+        "Changed" means a version this backing did not write itself: reads now return the new
+        bytes and :meth:`BackingFile.get_attributes` its attributes, so a caller caching the old
+        ones must drop them. A backing holding unsynced changes of its own raises instead of
+        moving to the new version (S3Object: ``ObjectChangedError``), keeping them.
+        """
         ...

@@ -115,6 +115,15 @@ def _fstat_attrs(fd: int) -> Attrs:
     )
 
 
+def _stamp_of(fd: int) -> tuple[int, int, int] | None:
+    """What :meth:`LocalFile.refresh` compares, or None when ``fstat`` fails."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _set_attributes(fd: int, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
     # Order matters: chown clears setuid/setgid, so the mode goes after it; ftruncate moves
     # mtime/ctime, so the times go last.
@@ -190,7 +199,7 @@ class LocalFile:
     never closed (and reused) under a running ``preadv``.
     """
 
-    __slots__ = ("_closed", "_drained", "_fd", "_inflight", "path", "writable")
+    __slots__ = ("_closed", "_drained", "_fd", "_inflight", "_stamp", "path", "writable")
 
     # No lock: every field below is touched only from the event-loop thread, between awaits.
     # Invariants (_check_invariants): _inflight >= 0; _fd == -1 implies _closed and not
@@ -218,6 +227,10 @@ class LocalFile:
         self._inflight = 0
         # Set when a deferred close finally happens; created by aclose() only when it must wait.
         self._drained: anyio.Event | None = None
+        # (st_ino, st_size, st_mtime_ns) as last seen by refresh() or left by our own change:
+        # a different one at the next refresh() is someone else's change. None: fstat failed.
+        # Written from the event-loop thread only, when a request's thread returns.
+        self._stamp = _stamp_of(fd)
 
     @classmethod
     async def open(
@@ -378,7 +391,11 @@ class LocalFile:
             raise ValueError(f"negative offset {offset}")
         fd = self._begin()
         try:
-            return await anyio.to_thread.run_sync(_vectored_io, fd, offset, buffers, True)
+            done = await anyio.to_thread.run_sync(_vectored_io, fd, offset, buffers, True)
+            # Our own change, for refresh(). An fstat of an open descriptor does not block
+            # (about a microsecond), so it runs here rather than costing a second hop.
+            self._stamp = _stamp_of(fd)
+            return done
         finally:
             self._end()
 
@@ -424,6 +441,8 @@ class LocalFile:
         try:
             await anyio.to_thread.run_sync(_set_attributes, fd, mask, attrs, force_timestamps)
         finally:
+            # Even after a failure: the fields before it were applied (our own change).
+            self._stamp = _stamp_of(fd)
             self._end()
 
     async def allocate(self, offset: int, length: int) -> None:
@@ -447,6 +466,7 @@ class LocalFile:
         try:
             if length:
                 await anyio.to_thread.run_sync(_allocate, fd, offset, length)
+                self._stamp = _stamp_of(fd)
             else:
                 await anyio.lowlevel.checkpoint()
         finally:
@@ -469,6 +489,36 @@ class LocalFile:
             await anyio.to_thread.run_sync(os.fsync, fd)
         finally:
             self._end()
+
+    async def refresh(self) -> bool:
+        """Whether someone else changed the file since our last look (the ``Revalidating`` hook).
+
+        Compares ``(st_ino, st_size, st_mtime_ns)`` from ``fstat`` with the stamp taken at
+        open, at the last refresh, and after each of our own writes, attribute changes and
+        allocations, then keeps the new stamp. Reads always see the file as it is (there is no
+        version to move to), so this only tells the caller to drop what it cached. Limits: a
+        change within the file system's mtime granularity that keeps the size is not seen, nor
+        one landing between our own write and its ``fstat`` (taken for ours); a file replaced by
+        rename is not followed (the descriptor keeps the old one: reopen to see the new).
+
+        Checkpoint: always, except when raising ``ClosedError``.
+        Cancellation: before the thread starts, nothing changes. After, the stamp is updated
+        and the cancellation lands at the caller's next checkpoint (the change it saw is then
+        not reported again).
+
+        Raises:
+            ClosedError: the file was closed.
+            OSError: ``fstat`` failed.
+        """
+        fd = self._begin()
+        try:
+            st = await anyio.to_thread.run_sync(os.fstat, fd)
+        finally:
+            self._end()
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        changed = stamp != self._stamp
+        self._stamp = stamp
+        return changed
 
     async def aclose(self) -> None:
         """Close the file; later requests raise ``ClosedError``. Closing twice is allowed.

@@ -41,8 +41,10 @@ Run it for long outside CI::
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import collections
+import faulthandler
 import itertools
 import logging
 import math
@@ -51,6 +53,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -106,6 +109,8 @@ LATENCY: Final = 0.004
 HANG_VIRTUAL: Final = 20.0
 #: ... and after this many real seconds, where the clock is real (host threads).
 HANG_REAL: Final = 120.0
+#: A run still going after this many real seconds has a stuck event loop (see run_program_sync).
+WATCHDOG_REAL: Final = 300.0
 #: The asyncio virtual clock advances this much per event-loop turn.
 TICK: Final = 0.0005
 
@@ -609,7 +614,7 @@ class _Run:
     async def _make_backing(self, name: str, data: bytes, seed: int) -> BackingFile:
         kind = self.backing
         if kind == "local":
-            d = Path(tempfile.mkdtemp(prefix="aiocache-inode-concurrent-"))
+            d = Path(tempfile.mkdtemp(prefix=f"aiocache-inode-concurrent-{os.getpid()}-"))
             try:
                 path = d / name
                 path.write_bytes(data)
@@ -1016,6 +1021,24 @@ def run_program_sync(program: Program, backing: str, backend: str) -> Report:
         AssertionError: the run broke the model.
     """
     options: dict[str, Any] = {}
+    # A loop stuck in synchronous code (a livelock) would stop every guard that runs in it: a
+    # watchdog thread dumps the stacks and interrupts the main thread instead of hanging.
+    watchdog = threading.Timer(WATCHDOG_REAL, _interrupt_stuck_loop)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return _run_sync(program, backing, backend, options)
+    finally:
+        watchdog.cancel()
+
+
+def _interrupt_stuck_loop() -> None:
+    sys.stderr.write(f"the event loop made no progress for {WATCHDOG_REAL} s; stacks:\n")
+    faulthandler.dump_traceback(all_threads=True)
+    _thread.interrupt_main()
+
+
+def _run_sync(program: Program, backing: str, backend: str, options: dict[str, Any]) -> Report:
     if backend == "trio" and backing != "local":
         from trio.testing import MockClock
 

@@ -96,7 +96,7 @@ async def local_file_factory(data: bytes) -> tuple[BackingFile, Callable[[], Awa
     whatever happens to the test, and the data goes when the backing is closed. The read-back
     reads through the open descriptor.
     """
-    d = Path(tempfile.mkdtemp(prefix="aiocache-inode-machine-"))
+    d = Path(tempfile.mkdtemp(prefix=f"aiocache-inode-machine-{os.getpid()}-"))
     try:
         path = d / "file.bin"
         path.write_bytes(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,8 +12,9 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-#: Prefixes of the temporary directories the testing helpers create.
-PREFIXES = ("aiocache-inode-machine-", "aiocache-inode-concurrent-")
+#: Prefixes of the temporary directories the testing helpers create in this process (they
+#: carry the pid, so another test run on the same machine cannot trip the check).
+PREFIXES = tuple(f"aiocache-inode-{kind}-{os.getpid()}-" for kind in ("machine", "concurrent"))
 
 
 def _ours() -> set[str]:

@@ -1573,10 +1573,16 @@ class CachingInode:
             # cleans past it); drop any that a size change left behind, they are not data.
             self._dirty.keep_clean(self._size, MAX_OFFSET)
             pos = start
+            # After the first pass only unkept pieces are written again: a kept piece (mapped
+            # writable) stays dirty however often it is written, and two write-backs re-writing
+            # it in turn, each waiting for the other's run, would never end.
+            again = False
             while True:
                 size = self._size
                 hi = min(end, size)
                 pieces = self._dirty.dirty_ranges(pos, hi) if pos < hi else []
+                if again:
+                    pieces = [p for p in pieces if not p[2]]
                 if not pieces:
                     # Another task's write-back over the range took its pages out of the dirty
                     # set when it started: wait for it (Linux's filemap_write_and_wait waits on
@@ -1587,6 +1593,7 @@ class CachingInode:
                         break
                     await other.event.wait()
                     pos = start
+                    again = True
                     continue
                 ds, de, _keep = pieces[0]
                 if max_run is not None and de - ds > max_run:

@@ -27,12 +27,6 @@ from aiocache_inode.testing.concurrent import (
 from aiocache_inode.testing.concurrent import P as PAGE
 
 COMBOS = [(backend, backing) for backend in ("asyncio", "trio") for backing in BACKINGS]
-#: The core bugs of the reliability issue that these runs find on the code before their fixes.
-KNOWN = (
-    "the core still has the races this machine finds (lost view writes during write-back,"
-    " ValueError from fills beside write-throughs, zeros from short direct reads and from reads"
-    " racing truncate, leaked policy keys)"
-)
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
@@ -40,7 +34,6 @@ def _ids(combo: tuple[str, str]) -> str:
     return "-".join(combo)
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN)
 @pytest.mark.parametrize("combo", COMBOS, ids=_ids)
 @settings(max_examples=10, deadline=None, suppress_health_check=_HEALTH, print_blob=True)
 @given(program=programs(max_ops=10))
@@ -50,7 +43,6 @@ def test_concurrent(combo: tuple[str, str], program: Program) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=KNOWN)
 @pytest.mark.parametrize("combo", COMBOS, ids=_ids)
 @settings(max_examples=150, deadline=None, suppress_health_check=_HEALTH, print_blob=True)
 @given(program=programs(max_ops=16))
@@ -82,7 +74,6 @@ LOST_VIEW_WRITE = _program(
 )
 
 
-@pytest.mark.xfail(strict=False, reason="bug 1: a view's write during a write-back is lost")
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_view_write_during_writeback_survives(backend: str) -> None:
     run_program_sync(LOST_VIEW_WRITE, "delayed", backend)
@@ -97,7 +88,6 @@ FILL_BESIDE_WRITE_THROUGH = _program(
 )
 
 
-@pytest.mark.xfail(strict=False, reason="bug 4: a fill beside a write-through raises ValueError")
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_fill_beside_an_unaligned_write_through(backend: str) -> None:
     run_program_sync(FILL_BESIDE_WRITE_THROUGH, "delayed", backend)

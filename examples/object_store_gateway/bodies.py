@@ -17,7 +17,9 @@ overwrite is forgotten as soon as no request reads it (storage's pins guarantee 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Final, final
 
@@ -42,6 +44,72 @@ if TYPE_CHECKING:
 __all__ = ["MAX_OBJECT_SIZE", "BodyFiles", "ClientDisconnected", "Received", "receive_body"]
 
 MAX_OBJECT_SIZE: Final = 5 << 30  # S3's largest single PUT
+#: Body bytes hashed per worker-thread job while the event loop goes on receiving and caching.
+DIGEST_BATCH: Final = 1 << 20
+
+_digest_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _digest_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _digest_pool
+    if _digest_pool is None:
+        _digest_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 1, thread_name_prefix="gateway-digest"
+        )
+    return _digest_pool
+
+
+def _update_all(digests: Digests, pieces: list[bytes | memoryview]) -> None:
+    for piece in pieces:
+        digests.update(piece)
+
+
+@final
+class _BackgroundDigests:
+    """Feeds a body to its digests in order, a batch at a time in a worker thread.
+
+    hashlib and zlib let go of the GIL on big buffers, so MD5 (and any other digest) of one
+    batch runs on another core while the event loop receives and caches the next. At most one
+    batch is being hashed per body; the pieces are views of received ``bytes`` (immutable).
+    """
+
+    __slots__ = ("_batch", "_digests", "_job", "_pending")
+
+    def __init__(self, digests: Digests) -> None:
+        self._digests = digests
+        self._batch: list[bytes | memoryview] = []
+        self._pending = 0
+        self._job: concurrent.futures.Future[None] | None = None
+
+    async def add(self, piece: bytes | memoryview) -> None:
+        """Queue piece; hand the batch to a worker once it is big enough.
+
+        Checkpoint: only when a full batch waits for the previous one to be hashed.
+        """
+        self._batch.append(piece)
+        self._pending += len(piece)
+        if self._pending >= DIGEST_BATCH:
+            await self._wait()
+            batch, self._batch, self._pending = self._batch, [], 0
+            self._job = _digest_executor().submit(_update_all, self._digests, batch)
+
+    async def _wait(self) -> None:
+        job = self._job
+        if job is not None:
+            self._job = None
+            if not job.done():
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(concurrent.futures.wait, [job])
+            job.result()
+
+    async def finish(self) -> None:
+        """Hash what is left; on return the digests have seen every piece, in order.
+
+        Checkpoint: when a batch is still being hashed.
+        """
+        await self._wait()
+        _update_all(self._digests, self._batch)
+        self._batch = []
 
 
 class ClientDisconnected(Exception):
@@ -270,14 +338,16 @@ async def receive_body(
         async with store.open(body_id, backing) as inode:
             off = 0
             write = inode.write
-            update = digests.update
+            hashing = _BackgroundDigests(digests)
+            add = hashing.add
             async for chunk in _chunks(receive):
                 for piece in decoder.feed(chunk):
-                    update(piece)
+                    await add(piece)
                     await write(off, piece)
                     off += len(piece)
                 if off > MAX_OBJECT_SIZE:
                     raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_OBJECT_SIZE))
+            await hashing.finish()
             trailers = decoder.finish()
             digests.verify(headers, trailers, content_sha256=_signed_sha(auth))
             await inode.write_out()

@@ -1,4 +1,4 @@
-"""The per-request shortcuts of hot GETs: metadata and route caches, cached metric children.
+"""Hot-path shortcuts: metadata and route caches, cached metric children, background digests.
 
 Each cache must give exactly what the uncached path gives: a metadata read after any
 acknowledged change sees the change, a failed change leaves what was there, and errors are
@@ -8,14 +8,16 @@ never remembered.
 from __future__ import annotations
 
 import os
+import random
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from examples.object_store_gateway import routing
+from examples.object_store_gateway import bodies, routing
 from examples.object_store_gateway import storage as storage_module
+from examples.object_store_gateway.checksums import Digests
 from examples.object_store_gateway.errors import S3Error
 from examples.object_store_gateway.http_metrics import HttpMetrics
 from examples.object_store_gateway.routing import route
@@ -166,3 +168,24 @@ def test_metric_children_count_like_labels() -> None:
     assert value("aiocache_gateway_request_seconds_count", {"operation": "GetObject"}) == 4
     assert value("aiocache_gateway_cache_results_total", {"result": "HIT"}) == 2
     assert value("aiocache_gateway_cache_results_total", {"result": "MISS"}) == 0
+
+
+async def test_background_digests_match_one_pass() -> None:
+    rng = random.Random(7)
+    pieces: list[bytes | memoryview] = []
+    for _ in range(40):
+        data = rng.randbytes(rng.randrange(1, 300_000))
+        pieces.append(memoryview(data)[1:] if len(data) > 1 else data)
+    assert sum(len(p) for p in pieces) > 3 * bodies.DIGEST_BATCH
+    want = {"crc32", "crc32c", "sha256"}
+    direct = Digests(want)
+    background = Digests(want)
+    hashing = bodies._BackgroundDigests(background)
+    for p in pieces:
+        direct.update(p)
+        await hashing.add(p)
+    await hashing.finish()
+    assert background.md5_hex() == direct.md5_hex()
+    for name in want:
+        assert background.b64(name) == direct.b64(name)
+    assert background.size == direct.size

@@ -33,6 +33,7 @@ from .checksums import header_map
 from .errors import S3Error
 from .exchange import Exchange, GatewayState, new_request_id
 from .http_metrics import HttpMetrics
+from .proxy import ProxySlot, open_proxy
 from .routing import Route, route
 from .storage import Storage
 
@@ -84,9 +85,10 @@ def _refine(r: Route, headers: dict[str, str]) -> Route:
 class GatewayMiddleware:
     """The S3 handler: answers every HTTP request; lifespan goes on to Starlette."""
 
-    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+    def __init__(self, app: ASGIApp, state: GatewayState, proxy: ProxySlot) -> None:
         self.app = app
         self.state = state
+        self.proxy = proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,7 +159,11 @@ class GatewayMiddleware:
                 )
                 if route_error is not None:
                     raise route_error
-                await HANDLERS[routed.operation](ex)
+                proxy = self.proxy.current
+                if proxy is not None:
+                    await proxy.handle(ex)
+                else:
+                    await HANDLERS[routed.operation](ex)
             except S3Error as exc:
                 if ex.started:
                     raise
@@ -200,6 +206,9 @@ def create_app(config: GatewayConfig) -> Starlette:
     """
     registry = CollectorRegistry(auto_describe=True)
     state = GatewayState(config, registry, HttpMetrics(registry))
+    # Proxy mode (config.backend s3://...) answers every S3 request from proxy.py; the local
+    # storage is still opened (and stays empty) so the rest of the lifespan is one path.
+    proxy_slot = ProxySlot()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -212,7 +221,15 @@ def create_app(config: GatewayConfig) -> Starlette:
             storage.on_free = bodies.free
             state.start(storage, store, bodies)
             try:
-                yield
+                if config.backend == "local":
+                    yield
+                else:
+                    async with open_proxy(config, store) as proxy:
+                        proxy_slot.current = proxy
+                        try:
+                            yield
+                        finally:
+                            proxy_slot.current = None
             finally:
                 state.stop()
                 with anyio.CancelScope(shield=True):
@@ -223,8 +240,9 @@ def create_app(config: GatewayConfig) -> Starlette:
 
     app = Starlette(
         routes=[],
-        middleware=[Middleware(GatewayMiddleware, state=state)],
+        middleware=[Middleware(GatewayMiddleware, state=state, proxy=proxy_slot)],
         lifespan=lifespan,
     )
     app.state.gateway = state
+    app.state.proxy = proxy_slot
     return app

@@ -27,7 +27,7 @@ DEFAULTS: Final = {
     "memory_limit": "256MiB",  # the cache's byte budget
     "certfile": "",
     "keyfile": "",
-    "backend": "local",  # only local storage in this version
+    "backend": "local",  # or s3://BUCKET[/PREFIX]?endpoint=URL: a caching proxy (proxy.py)
     "revalidate": "1",  # seconds; proxy mode only
     "access_key": "aiocache",
     "secret_key": "aiocache-secret",
@@ -85,8 +85,8 @@ class GatewayConfig:
         memory_limit: the cache's budget in bytes.
         certfile: PEM certificate for TLS ("" for plain HTTP).
         keyfile: PEM private key for TLS.
-        backend: "local" (the only backend in this version).
-        revalidate: seconds between revalidations in proxy mode (kept for the flag's contract).
+        backend: "local", or ``s3://BUCKET[/PREFIX]?endpoint=URL`` for proxy mode.
+        revalidate: seconds proxy mode trusts what it knows of a key before asking again.
         access_key: the one access key accepted.
         secret_key: its secret.
         region: the region reported by GetBucketLocation and expected in SigV4 scopes.
@@ -127,12 +127,14 @@ def _check_backend(value: str) -> str:
     if value in ("", "local"):
         return "local"
     if value.startswith("s3://"):
-        raise ConfigError(
-            f"--backend {value}: proxy mode (a cache in front of another S3 store) is not "
-            "available in this version; the gateway stores objects locally under --data-dir "
-            "(omit --backend)"
-        )
-    raise ConfigError(f"--backend {value!r}: expected 'local' (or s3://BUCKET in a later version)")
+        from .proxy import parse_backend
+
+        try:
+            parse_backend(value)
+        except ValueError as exc:
+            raise ConfigError(f"--backend {exc}") from None
+        return value
+    raise ConfigError(f"--backend {value!r}: expected 'local' or s3://BUCKET[/PREFIX]?endpoint=URL")
 
 
 def parse_args(
@@ -161,7 +163,11 @@ def parse_args(
     p.add_argument("--memory-limit", default=default("memory_limit"), help="cache budget (256MiB)")
     p.add_argument("--certfile", default=default("certfile"), help="TLS certificate (PEM)")
     p.add_argument("--keyfile", default=default("keyfile"), help="TLS private key (PEM)")
-    p.add_argument("--backend", default=default("backend"), help="storage backend (local)")
+    p.add_argument(
+        "--backend",
+        default=default("backend"),
+        help="local, or s3://BUCKET[/PREFIX]?endpoint=URL to cache another S3 store",
+    )
     p.add_argument(
         "--revalidate", default=default("revalidate"), help="proxy-mode revalidation seconds"
     )

@@ -71,6 +71,14 @@ PayloadMode = Literal[
 MAX_SKEW_SECONDS: Final = 15 * 60  # S3's limit between request time and server time
 MAX_PRESIGN_EXPIRES: Final = 7 * 24 * 3600  # X-Amz-Expires upper bound, one week as S3
 _SIGNING_KEY_CACHE_MAX: Final = 256  # (secret, date, region, service) entries; cleared when full
+#: Presigned requests whose signature was verified, remembered (oldest dropped first): the same
+#: URL fetched again with the same headers has the same signature check, so only the time
+#: window and the access key are checked again.
+PRESIGNED_CACHE_SIZE: Final = 1024
+_presigned: dict[
+    tuple[str, bytes, bytes, tuple[tuple[bytes, bytes], ...]],
+    tuple[AuthContext, float, int, str, str],
+] = {}
 
 EMPTY_SHA256: Final = hashlib.sha256(b"").hexdigest()
 
@@ -362,7 +370,18 @@ def authenticate(
     if v4_query and v2_query:
         raise S3Error("InvalidArgument", _ONE_AUTH)
     if v4_query:
-        return _v4_query(method, raw_path, pairs, found, lookup_secret, now)
+        cache_key = (method, raw_path, query_string, tuple(headers))
+        hit = _presigned.get(cache_key)
+        if hit is not None:
+            ctx, request_time, expires, expires_text, secret = hit
+            _presigned_window(request_time, expires, expires_text, _epoch(now))
+            if _secret_for(ctx.access_key, lookup_secret) == secret:
+                return ctx
+        ctx, entry = _v4_query(method, raw_path, pairs, found, lookup_secret, now)
+        if len(_presigned) >= PRESIGNED_CACHE_SIZE:
+            del _presigned[next(iter(_presigned))]
+        _presigned[cache_key] = (ctx, *entry)
+        return ctx
     if v2_query:
         return _v2(method, raw_path, query_string, pairs, found, None, lookup_secret, now)
     raise S3Error("AccessDenied")
@@ -596,7 +615,12 @@ def _v4_query(
     found: dict[bytes, list[bytes]],
     lookup_secret: Callable[[str], str | None],
     now: datetime,
-) -> AuthContext:
+) -> tuple[AuthContext, tuple[float, int, str, str]]:
+    """Verify a presigned SigV4 request; also what re-checking it later needs.
+
+    Returns:
+        The context, and (request time, expiry seconds, expiry as sent, the secret used).
+    """
     params: dict[bytes, bytes] = {}
     for name, value in pairs:
         if name.startswith(b"X-Amz-"):
@@ -631,15 +655,7 @@ def _v4_query(
         raise _query_error(
             f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGN_EXPIRES}"
         )
-    server = _epoch(now)
-    if request_time - server > MAX_SKEW_SECONDS:
-        raise S3Error("AccessDenied", "Request is not yet valid")
-    if server > request_time + expires:
-        err = S3Error("AccessDenied", "Request has expired")
-        err.fields["X-Amz-Expires"] = expires_text
-        err.fields["Expires"] = _iso(request_time + expires)
-        err.fields["ServerTime"] = _iso(server)
-        raise err
+    _presigned_window(request_time, expires, expires_text, _epoch(now))
     secret = _secret_for(access_key, lookup_secret)
     # A presigned request's body is unsigned unless the client also signed a payload hash header.
     payload_raw = _first(found, b"x-amz-content-sha256")
@@ -662,7 +678,7 @@ def _v4_query(
         provided=provided,
         access_key=access_key,
     )
-    return AuthContext(
+    ctx = AuthContext(
         access_key=access_key,
         payload=mode,
         content_sha256=content_sha256,
@@ -673,6 +689,19 @@ def _v4_query(
         scope=scope,
         amz_date=_text(raw_date),
     )
+    return ctx, (request_time, expires, expires_text, secret)
+
+
+def _presigned_window(request_time: float, expires: int, expires_text: str, server: float) -> None:
+    """Raise AccessDenied unless a presigned request is valid at server time."""
+    if request_time - server > MAX_SKEW_SECONDS:
+        raise S3Error("AccessDenied", "Request is not yet valid")
+    if server > request_time + expires:
+        err = S3Error("AccessDenied", "Request has expired")
+        err.fields["X-Amz-Expires"] = expires_text
+        err.fields["Expires"] = _iso(request_time + expires)
+        err.fields["ServerTime"] = _iso(server)
+        raise err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Hot-path shortcuts: metadata and route caches, cached metric children, background digests.
+"""Hot-path shortcuts: metadata, route and presigned-check caches, metric children, digests.
 
 Each cache must give exactly what the uncached path gives: a metadata read after any
 acknowledged change sees the change, a failed change leaves what was there, and errors are
@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import os
 import random
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import anyio
 import pytest
+from botocore.auth import S3SigV4QueryAuth  # type: ignore[import-untyped]
+from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+from botocore.credentials import Credentials  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry
 
 from examples.object_store_gateway import bodies, routing
 from examples.object_store_gateway import storage as storage_module
+from examples.object_store_gateway.auth import authenticate
 from examples.object_store_gateway.checksums import Digests
 from examples.object_store_gateway.errors import S3Error
 from examples.object_store_gateway.http_metrics import HttpMetrics
@@ -189,3 +195,44 @@ async def test_background_digests_match_one_pass() -> None:
     for name in want:
         assert background.b64(name) == direct.b64(name)
     assert background.size == direct.size
+
+
+def _presigned(secret: str) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+    request = AWSRequest(method="GET", url="http://127.0.0.1:9000/bkt/key", headers={})
+    S3SigV4QueryAuth(Credentials("ak", secret), "s3", "us-east-1", 600).add_auth(request)
+    parts = urlsplit(request.url)
+    return parts.path.encode(), parts.query.encode(), [(b"host", b"127.0.0.1:9000")]
+
+
+def _auth_code(
+    path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], **secrets: str
+) -> str:
+    with pytest.raises(S3Error) as e:
+        authenticate("GET", path, query, headers, secrets.get, datetime.now(UTC))
+    return e.value.code
+
+
+def test_remembered_presigned_check_still_checks_key_secret_and_headers() -> None:
+    path, query, headers = _presigned("secret-one")
+    now = datetime.now(UTC)
+    first = authenticate("GET", path, query, headers, {"ak": "secret-one"}.get, now)
+    assert authenticate("GET", path, query, headers, {"ak": "secret-one"}.get, now) is first
+    # The secret changed: the signature is checked again, and fails.
+    assert _auth_code(path, query, headers, ak="secret-two") == "SignatureDoesNotMatch"
+    # The access key is gone.
+    assert _auth_code(path, query, headers) == "InvalidAccessKeyId"
+    # Other headers (a host that was not signed) are another request.
+    assert _auth_code(path, query, [(b"host", b"evil:1")], ak="secret-one") == (
+        "SignatureDoesNotMatch"
+    )
+    # Another method is another request.
+    with pytest.raises(S3Error) as e:
+        authenticate("PUT", path, query, headers, {"ak": "secret-one"}.get, now)
+    assert e.value.code == "SignatureDoesNotMatch"
+    # Still valid for the original request, and expired later even though remembered.
+    authenticate("GET", path, query, headers, {"ak": "secret-one"}.get, now)
+    with pytest.raises(S3Error) as e:
+        authenticate(
+            "GET", path, query, headers, {"ak": "secret-one"}.get, now + timedelta(seconds=601)
+        )
+    assert e.value.message == "Request has expired"

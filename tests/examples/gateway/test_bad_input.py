@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from defusedxml.ElementTree import fromstring
 from hypothesis import HealthCheck, given, settings
@@ -186,8 +187,8 @@ async def test_generated_bad_requests_get_s3_errors(
     for signed in (True, False):
         try:
             r = await gw.request(method, url, body, headers, signed=signed)
-        except ValueError:
-            return  # botocore or httpx refuse to build this request at all
+        except (ValueError, httpx.InvalidURL):
+            return  # botocore or httpx refuse to build this request at all (e.g. "//::")
         assert_s3_error(r.status_code, r.content, method)
     r = await gw.request("GET", "/healthz", signed=False)
     assert r.status_code == 200

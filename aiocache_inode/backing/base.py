@@ -9,7 +9,16 @@ if TYPE_CHECKING:
 
     from ..attrs import AttrMask, Attrs
 
-__all__ = ["BackingFile", "Revalidating"]
+__all__ = ["BackingFile", "Revalidating", "byte_view"]
+
+
+def byte_view(buf: memoryview) -> memoryview:
+    """A flat unsigned-byte view of ``buf``, so its length is its byte count.
+
+    Every backing takes the caller's buffers through this before it counts or slices them.
+    Complexity: O(1) (no copy).
+    """
+    return buf if buf.format == "B" and buf.ndim == 1 else buf.cast("B")
 
 
 @runtime_checkable

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.lowlevel
 
+from .base import byte_view
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
@@ -49,7 +51,7 @@ def _prefix(buffers: Sequence[memoryview], limit: int) -> list[memoryview]:
     for buf in buffers:
         if limit <= 0:
             break
-        view = buf if buf.format == "B" and buf.ndim == 1 else buf.cast("B")
+        view = byte_view(buf)
         if view.nbytes > limit:
             view = view[:limit]
         out.append(view)

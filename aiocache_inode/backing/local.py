@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from ..attrs import AttrMask, Attrs
 from ..errors import ClosedError
+from .base import byte_view
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,7 +52,7 @@ def _byte_views(buffers: Sequence[memoryview]) -> list[memoryview]:
     """Flat unsigned-byte views of the non-empty ``buffers``, so lengths are byte counts."""
     views = []
     for buf in buffers:
-        view = buf if buf.format == "B" and buf.ndim == 1 else buf.cast("B")
+        view = byte_view(buf)
         if view.nbytes:
             views.append(view)
     return views

@@ -17,6 +17,7 @@ import anyio.lowlevel
 
 from ..attrs import AttrMask, Attrs, now_ns
 from ..errors import ClosedError
+from .base import byte_view
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -63,11 +64,6 @@ class BackingStats:
     written_bytes: int = 0
     #: Most requests that were ever in progress at once.
     concurrent_peak: int = 0
-
-
-def _byte_view(buf: memoryview) -> memoryview:
-    """A flat unsigned-byte view of ``buf``, so its length is its byte count."""
-    return buf if buf.format == "B" and buf.ndim == 1 else buf.cast("B")
 
 
 @final
@@ -215,7 +211,7 @@ class MemoryBacking:
         """
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
-        views = [_byte_view(buf) for buf in buffers]
+        views = [byte_view(buf) for buf in buffers]
         wanted = sum(view.nbytes for view in views)
         await self._enter(max(0, min(wanted, len(self._buf) - offset)))
         try:
@@ -256,7 +252,7 @@ class MemoryBacking:
         """
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
-        views = [_byte_view(buf) for buf in buffers]
+        views = [byte_view(buf) for buf in buffers]
         size = sum(view.nbytes for view in views)
         await self._enter(size)
         try:

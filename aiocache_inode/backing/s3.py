@@ -56,6 +56,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ..attrs import AttrMask, Attrs, now_ns
 from ..errors import BackingError, ClosedError
+from .base import byte_view
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
@@ -325,10 +326,6 @@ class S3Stats:
 # --------------------------------------------------------------------------------------------
 # Buffers
 # --------------------------------------------------------------------------------------------
-
-
-def _byte_view(buf: memoryview) -> memoryview:
-    return buf if buf.format == "B" and buf.ndim == 1 else buf.cast("B")
 
 
 @final
@@ -1000,7 +997,7 @@ class S3Object:
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
         self._check_open()
-        dest = _Scatter([_byte_view(buf) for buf in buffers if buf.nbytes])
+        dest = _Scatter([byte_view(buf) for buf in buffers if buf.nbytes])
         while True:
             generation = self._generation
             etag = self._etag
@@ -1056,7 +1053,7 @@ class S3Object:
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
         self._check_open()
-        views = [_byte_view(buf) for buf in buffers if buf.nbytes]
+        views = [byte_view(buf) for buf in buffers if buf.nbytes]
         async with self._lock:
             self._check_open()
             done = self._overlay.write(offset, views)

@@ -134,12 +134,15 @@ class LoadServer:
         rng = random.Random(seed)
         while True:
             i = rng.randrange(OBJECTS)
-            async with store.open(f"obj{i}", faults[i]) as inode:
-                for _ in range(16):
-                    hot = rng.random() < 0.8
-                    offset = rng.randrange(0, (64 if hot else 512) * KIB, 4 * KIB)
-                    with contextlib.suppress(CacheError):
-                        await inode.read(offset, 4 * KIB)
+            # Opening reads the attributes when the inode is not resident (idle inodes
+            # retire), so an open fails under the injected faults just as a read does.
+            with contextlib.suppress(CacheError):
+                async with store.open(f"obj{i}", faults[i]) as inode:
+                    for _ in range(16):
+                        hot = rng.random() < 0.8
+                        offset = rng.randrange(0, (64 if hot else 512) * KIB, 4 * KIB)
+                        with contextlib.suppress(CacheError):
+                            await inode.read(offset, 4 * KIB)
             await anyio.sleep(0.02)
 
     async def _scanner(self, store: CacheStore) -> None:
@@ -166,14 +169,15 @@ class LoadServer:
         rng = random.Random(200 + seed)
         while True:
             i = rng.randrange(OBJECTS)
-            async with store.open(f"obj{i}", faults[i]) as inode:
-                for _ in range(8):
-                    offset = rng.randrange(0, OBJECT_SIZE - 16 * KIB, 4 * KIB)
-                    with contextlib.suppress(CacheError):
-                        await inode.write(offset, bytes([rng.randrange(256)]) * (16 * KIB))
-                if rng.random() < 0.3:
-                    with contextlib.suppress(CacheError):
-                        await inode.write_out()
+            with contextlib.suppress(CacheError):  # the open, as in _reader
+                async with store.open(f"obj{i}", faults[i]) as inode:
+                    for _ in range(8):
+                        offset = rng.randrange(0, OBJECT_SIZE - 16 * KIB, 4 * KIB)
+                        with contextlib.suppress(CacheError):
+                            await inode.write(offset, bytes([rng.randrange(256)]) * (16 * KIB))
+                    if rng.random() < 0.3:
+                        with contextlib.suppress(CacheError):
+                            await inode.write_out()
             await anyio.sleep(0.05)
 
     async def _faults(self, faults: list[FaultInjector]) -> None:

@@ -16,15 +16,35 @@ through 16 MiB front to back in 64 KiB ``readinto`` calls, each repetition on a 
 
 Targets: at least 10x the seed, at least 2x fsspec. A separate check reads 64 KiB at random
 offsets on a fresh store: random access must not trigger readahead (0 speculative bytes).
+
+**The read-size matrix.** Sequential ``readinto`` over a 128 MiB object at read sizes 64 KiB,
+1 MiB, 4 MiB and 8 MiB, on stores of 20 ms and 100 ms latency (100 MB/s per request), a 256 MiB
+budget and default tunables, each against two baselines measured in the same run:
+
+- *direct*: the same backing read one request at a time with the same read size (what a reader
+  without a cache does); its rate is steady, so it is measured over the first few reads;
+- *model limit*: a plain anyio task group fetching the same object in requests of the store's
+  ``readahead_request`` size, with as many bytes in flight as the store's cap on speculative
+  bytes allows (``readahead_cap``, a quarter of the budget): the best schedule the cap permits.
+
+Each row is reported twice: in wall time (asyncio), and in virtual time (trio's
+``MockClock(autojump_threshold=0)``: the backing's sleeps cost nothing, so the figure is the I/O
+schedule alone and does not depend on machine load; one repetition, since it is deterministic).
+Then 8 concurrent sequential readers, 1 MiB reads at 20 ms, on 8 inodes sharing one 64 MiB
+budget: the aggregate against the model limit for that budget's cap, the peak usage (sampled
+after every read) against the budget, and the readahead wasted. Targets: every row >= 10x direct
+and >= 0.7x the model in wall time, >= 0.95x the model in virtual time; 8 readers >= 0.7x.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from aiocache_inode import CacheStore, MemoryBacking
+from aiocache_inode import CacheStore, MemoryBacking, Tunables
 
 from ._baselines import SlowBufferedFile, data_bytes
 from ._harness import (
@@ -41,7 +61,7 @@ from ._harness import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
 WORKLOAD = "cold_readahead"
 LATENCY = 0.020
@@ -160,9 +180,230 @@ async def _measure() -> list[Result]:
     ]  # fmt: skip
 
 
+# -- the read-size matrix -------------------------------------------------------------------------
+
+#: ``BENCH_RA_OBJECT_MIB`` shrinks the object for a quick look (the rows keep their meaning).
+MATRIX_OBJECT: Final = int(os.environ.get("BENCH_RA_OBJECT_MIB", "128")) * MIB
+MATRIX_BUDGET: Final = 256 * MIB
+MATRIX_READS: Final = (64 * KIB, 1 * MIB, 4 * MIB, 8 * MIB)
+MATRIX_LATENCIES: Final = (0.020, 0.100)
+#: Direct reads are one request at a time, so their rate is the same from the first read: this
+#: many reads (at least 4 MiB) measure it.
+DIRECT_READS: Final = 8
+READERS: Final = 8
+READERS_BUDGET: Final = 64 * MIB
+READERS_OBJECT: Final = MATRIX_OBJECT // 4
+READERS_READ: Final = 1 * MIB
+
+
+def _size_name(n: int) -> str:
+    return f"{n // MIB}M" if n >= MIB else f"{n // KIB}K"
+
+
+def _cap(budget: int) -> int:
+    """The store's default cap on speculative bytes for ``budget`` (read from the store)."""
+    return Tunables().resolved(budget).readahead_cap
+
+
+def _request() -> int:
+    return Tunables().readahead_request
+
+
+async def _sequential(
+    data: bytes, read_size: int, latency: float, budget: int, info: dict[str, float]
+) -> float:
+    """MB/s of one cold sequential pass through a fresh store, on the loop's clock."""
+    size = len(data)
+    backing = MemoryBacking(data, latency=latency, bandwidth=BANDWIDTH)
+    buf = bytearray(read_size)
+    peak = 0
+    async with CacheStore(memory_limit=budget, registry=False) as store:
+        async with store.open("cold", backing) as inode:
+            readinto = inode.readinto
+            t0 = anyio.current_time()
+            for off in range(0, size, read_size):
+                await readinto(off, buf)
+                peak = max(peak, store.usage)
+            rate = size / (anyio.current_time() - t0) / 1e6
+        st = store.statistics()
+    assert bytes(buf[: size % read_size or read_size]) == data[-(size % read_size or read_size) :]
+    info["peak"] = max(info.get("peak", 0), peak)
+    info["wasted"] = st.readahead_wasted_bytes
+    info["issued"] = st.readahead_bytes
+    info["requests"] = backing.stats.reads
+    return rate
+
+
+async def _direct(data: bytes, read_size: int, latency: float) -> float:
+    """MB/s of the same backing read one ``read_size`` request at a time."""
+    backing = MemoryBacking(data, latency=latency, bandwidth=BANDWIDTH)
+    view = memoryview(bytearray(read_size))
+    n = max(DIRECT_READS, (4 * MIB) // read_size)
+    t0 = anyio.current_time()
+    for i in range(n):
+        await backing.read_into(i * read_size % len(data), [view])
+    return n * read_size / (anyio.current_time() - t0) / 1e6
+
+
+async def _model(data: bytes, latency: float, cap: int, readers: int = 1) -> float:
+    """MB/s of the model limit: ``readers`` objects fetched with ``cap`` bytes in flight in all.
+
+    Requests of the store's request size go out in file order, each taking its bytes of the
+    cap before it starts and giving them back when its data has landed: the best schedule the
+    store's cap allows, with none of the cache's bookkeeping.
+    """
+    request = _request()
+    size = len(data)
+    backings = [MemoryBacking(data, latency=latency, bandwidth=BANDWIDTH) for _ in range(readers)]
+    dests = [memoryview(bytearray(size)) for _ in range(readers)]
+    room = anyio.Semaphore(max(1, cap // request))
+
+    async def fetch(b: MemoryBacking, dest: memoryview, off: int) -> None:
+        try:
+            await b.read_into(off, [dest[off : off + request]])
+        finally:
+            room.release()
+
+    t0 = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        for off in range(0, size, request):
+            for r in range(readers):
+                await room.acquire()
+                tg.start_soon(fetch, backings[r], dests[r], off)
+    rate = readers * size / (anyio.current_time() - t0) / 1e6
+    assert bytes(dests[0][-request:]) == data[-request:]
+    return rate
+
+
+async def _readers(data: bytes, budget: int, info: dict[str, float]) -> float:
+    """Aggregate MB/s of ``READERS`` concurrent cold sequential passes sharing one store."""
+    size = len(data)
+    backings = [MemoryBacking(data, latency=LATENCY, bandwidth=BANDWIDTH) for _ in range(READERS)]
+    peak = 0
+
+    async def reader(store: CacheStore, i: int) -> None:
+        nonlocal peak
+        buf = bytearray(READERS_READ)
+        async with store.open(f"reader{i}", backings[i]) as inode:
+            for off in range(0, size, READERS_READ):
+                await inode.readinto(off, buf)
+                peak = max(peak, store.usage)
+
+    async with CacheStore(memory_limit=budget, registry=False) as store:
+        t0 = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for i in range(READERS):
+                tg.start_soon(reader, store, i)
+        rate = READERS * size / (anyio.current_time() - t0) / 1e6
+        st = store.statistics()
+    info["peak"] = max(info.get("peak", 0), peak)
+    info["wasted"] = st.readahead_wasted_bytes
+    info["issued"] = st.readahead_bytes
+    return rate
+
+
+def _wall(cases: dict[str, Callable[[], Awaitable[float]]]) -> dict[str, list[float]]:
+    """Interleaved wall-time rounds of ``cases`` on asyncio (each builds its own cold store)."""
+    samples: dict[str, list[float]] = anyio.run(
+        partial(run_interleaved, cases, repeats=REPEATS, warmups=0), backend="asyncio"
+    )
+    return samples
+
+
+def _virtual(fn: Callable[..., Awaitable[float]], *args: Any) -> float:
+    """``fn(*args)`` on trio under an autojumping mock clock: the I/O schedule alone."""
+    from trio.testing import MockClock
+
+    async def main() -> float:
+        return await fn(*args)
+
+    result: float = anyio.run(
+        main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
+    )
+    return result
+
+
+def _matrix_row(
+    name: str,
+    subject: Sequence[float],
+    baseline_name: str,
+    baseline: Sequence[float],
+    target: float,
+    note: str = "",
+) -> Result:
+    return ratio_result(
+        WORKLOAD, name, subject, baseline_name, baseline, unit="MB/s", target=target,
+        higher_is_better=True, note=note,
+    )  # fmt: skip
+
+
+def _measure_matrix() -> list[Result]:
+    """The matrix rows: wall-time rounds on asyncio, then each virtual-time run on trio."""
+    data = data_bytes(MATRIX_OBJECT, salt=4)
+    cap = _cap(MATRIX_BUDGET)
+    out: list[Result] = []
+    for latency in MATRIX_LATENCIES:
+        for read_size in MATRIX_READS:
+            info: dict[str, float] = {}
+            label = f"cold {_size_name(read_size)} seq, {latency * 1000:.0f} ms"
+            cases: dict[str, Callable[[], Awaitable[float]]] = {
+                "subject": partial(_sequential, data, read_size, latency, MATRIX_BUDGET, info),
+                "direct": partial(_direct, data, read_size, latency),
+                "model": partial(_model, data, latency, cap),
+            }
+            s = _wall(cases)
+            note = (
+                f"{info['requests']:.0f} backing reads; readahead {info['issued'] / MIB:.0f} MiB "
+                f"issued, {info['wasted'] / MIB:.1f} MiB wasted; peak usage "
+                f"{info['peak'] / MIB:.0f} MiB of {MATRIX_BUDGET // MIB}; cap {cap // MIB} MiB"
+            )
+            out.append(_matrix_row(label, s["subject"], "direct, same read size", s["direct"],
+                                   10, note))  # fmt: skip
+            out.append(_matrix_row(label, s["subject"], "model limit (wall)", s["model"], 0.7))
+            vinfo: dict[str, float] = {}
+            vs = _virtual(_sequential, data, read_size, latency, MATRIX_BUDGET, vinfo)
+            vm = _virtual(_model, data, latency, cap)
+            out.append(_matrix_row(label + " (virtual)", [vs], "model limit (virtual)", [vm], 0.95))
+    readers_data = data[:READERS_OBJECT]
+    readers_cap = _cap(READERS_BUDGET)
+    rinfo: dict[str, float] = {}
+    cases = {
+        "readers": partial(_readers, readers_data, READERS_BUDGET, rinfo),
+        "model": partial(_model, readers_data, LATENCY, readers_cap, READERS),
+    }
+    s = _wall(cases)
+    label = f"{READERS} readers, 1M seq, 20 ms, 64 MiB budget"
+    out.append(
+        _matrix_row(
+            label, s["readers"], "model limit (wall)", s["model"], 0.7,
+            note=(
+                f"aggregate; readahead {rinfo['issued'] / MIB:.0f} MiB issued, "
+                f"{rinfo['wasted'] / MIB:.1f} MiB wasted; cap {readers_cap // MIB} MiB"
+            ),
+        )
+    )  # fmt: skip
+    out.append(
+        info_result(
+            WORKLOAD, f"{READERS} readers: peak usage", summarize([rinfo["peak"] / MIB]),
+            unit="MiB", ratio=rinfo["peak"] / READERS_BUDGET,
+            ratio_desc="peak usage (sampled after every read) / memory_limit",
+            baseline=f"memory_limit {READERS_BUDGET // MIB} MiB",
+            baseline_median=READERS_BUDGET / MIB, target=1, target_kind="max",
+        )
+    )  # fmt: skip
+    vinfo = {}
+    vr = _virtual(_readers, readers_data, READERS_BUDGET, vinfo)
+    vm = _virtual(_model, readers_data, LATENCY, readers_cap, READERS)
+    out.append(_matrix_row(label + " (virtual)", [vr], "model limit (virtual)", [vm], 0.95))
+    return out
+
+
 def run() -> list[Result]:
-    """Measure the workload on the asyncio backend; return its results."""
-    return anyio.run(_measure, backend="asyncio")
+    """Measure the workload on the asyncio backend (virtual-time rows on trio); its results."""
+    results = anyio.run(_measure, backend="asyncio")
+    if os.environ.get("BENCH_RA_MATRIX", "1") != "0":
+        results += _measure_matrix()
+    return results
 
 
 if __name__ == "__main__":

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import random
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -19,49 +16,31 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .conftest import GatewayProcess, start_gateway
+from .clients import CommandLine, MiB, blob, client_env, running_gateway
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-MiB = 1 << 20
+    from .conftest import GatewayProcess
+
 AWS = str(Path(sys.executable).with_name("aws"))
-COMMAND_TIMEOUT = 120
 
 
-def blob(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-class Cli:
+class Cli(CommandLine):
     def __init__(self, gw: GatewayProcess, home: Path) -> None:
         config = home / "aws-config"
         config.write_text(
             "[default]\nregion = us-east-1\n"
             "s3 =\n  multipart_threshold = 5MB\n  multipart_chunksize = 5MB\n"
         )
-        self.endpoint = gw.endpoint
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
-            "AWS_ACCESS_KEY_ID": gw.access_key,
-            "AWS_SECRET_ACCESS_KEY": gw.secret_key,
-            "AWS_CONFIG_FILE": str(config),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
-            "HOME": str(home),
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [AWS, "--endpoint-url", self.endpoint, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
+        env = client_env(
+            home,
+            AWS_ACCESS_KEY_ID=gw.access_key,
+            AWS_SECRET_ACCESS_KEY=gw.secret_key,
+            AWS_CONFIG_FILE=str(config),
+            AWS_SHARED_CREDENTIALS_FILE=str(home / "no-credentials"),
         )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"aws {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
-            )
-        return result
+        super().__init__([AWS, "--endpoint-url", gw.endpoint], env)
 
     def api(self, *args: str) -> Any:
         out = self.run("s3api", *args).stdout
@@ -70,11 +49,8 @@ class Cli:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = start_gateway(tmp_path_factory.mktemp("awscli"))
-    try:
+    with running_gateway(tmp_path_factory.mktemp("awscli")) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module")
@@ -179,13 +155,7 @@ def test_s3api_ranges_listing_and_presign(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_bad_credentials(cli: Cli) -> None:
-    env = cli.env | {"AWS_SECRET_ACCESS_KEY": "wrong"}
-    result = subprocess.run(
-        [AWS, "--endpoint-url", cli.endpoint, "s3api", "list-buckets"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-    )
+    wrong = CommandLine(cli.argv, cli.env | {"AWS_SECRET_ACCESS_KEY": "wrong"})
+    result = wrong.run("s3api", "list-buckets", check=False)
     assert result.returncode != 0
     assert "SignatureDoesNotMatch" in result.stderr

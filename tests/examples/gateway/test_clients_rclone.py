@@ -9,66 +9,46 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import subprocess
 import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
 
-from .conftest import GatewayProcess, start_gateway
+from .clients import CommandLine, MiB, blob, client_env, running_gateway
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-MiB = 1 << 20
+    from .conftest import GatewayProcess
+
 RCLONE = shutil.which("rclone") or "/usr/bin/rclone"
-COMMAND_TIMEOUT = 120
 
 pytestmark = pytest.mark.skipif(not os.path.exists(RCLONE), reason="rclone is not installed")
 
 
-def blob(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-class Rclone:
+class Rclone(CommandLine):
     def __init__(self, gw: GatewayProcess, home: Path) -> None:
         config = home / "rclone.conf"
         config.write_text("")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
-            "HOME": str(home),
-            "RCLONE_CONFIG": str(config),
-            "RCLONE_CONFIG_GW_TYPE": "s3",
-            "RCLONE_CONFIG_GW_PROVIDER": "Other",
-            "RCLONE_CONFIG_GW_ENDPOINT": gw.endpoint,
-            "RCLONE_CONFIG_GW_ACCESS_KEY_ID": gw.access_key,
-            "RCLONE_CONFIG_GW_SECRET_ACCESS_KEY": gw.secret_key,
-            "RCLONE_CONFIG_GW_REGION": "us-east-1",
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        result = subprocess.run(
-            [RCLONE, "--retries", "1", "--low-level-retries", "1", *args],
-            env=self.env,
-            capture_output=True,
-            timeout=COMMAND_TIMEOUT,
+        env = client_env(
+            home,
+            RCLONE_CONFIG=str(config),
+            RCLONE_CONFIG_GW_TYPE="s3",
+            RCLONE_CONFIG_GW_PROVIDER="Other",
+            RCLONE_CONFIG_GW_ENDPOINT=gw.endpoint,
+            RCLONE_CONFIG_GW_ACCESS_KEY_ID=gw.access_key,
+            RCLONE_CONFIG_GW_SECRET_ACCESS_KEY=gw.secret_key,
+            RCLONE_CONFIG_GW_REGION="us-east-1",
         )
-        if check and result.returncode != 0:
-            stderr = result.stderr.decode(errors="replace")
-            raise AssertionError(f"rclone {' '.join(args)} exited {result.returncode}:\n{stderr}")
-        return result
+        super().__init__([RCLONE, "--retries", "1", "--low-level-retries", "1"], env)
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = start_gateway(tmp_path_factory.mktemp("rclone"))
-    try:
+    with running_gateway(tmp_path_factory.mktemp("rclone")) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +69,12 @@ def test_copy_check_and_list(rclone: Rclone, tmp_path: Path) -> None:
     listed = rclone.run(
         "lsf", "-R", "--files-only", "--s3-list-chunk", "4", "gw:rclone/tree"
     ).stdout
-    assert sorted(listed.decode().split()) == sorted(files)
+    assert sorted(listed.split()) == sorted(files)
     entries = json.loads(rclone.run("lsjson", "gw:rclone/tree/d1").stdout)
     assert sorted(e["Name"] for e in entries) == sorted(
         n.split("/")[1] for n in files if n.startswith("d1/")
     )
-    dirs = rclone.run("lsf", "--dirs-only", "gw:rclone/tree").stdout.decode().split()
+    dirs = rclone.run("lsf", "--dirs-only", "gw:rclone/tree").stdout.split()
     assert dirs == ["d0/", "d1/", "d2/"]
     down = tmp_path / "down"
     rclone.run("copy", "gw:rclone/tree", str(down))
@@ -107,20 +87,20 @@ def test_ranged_cat_copyto_delete(rclone: Rclone, tmp_path: Path) -> None:
     source = tmp_path / "obj"
     source.write_bytes(data)
     rclone.run("copyto", str(source), "gw:rclone/obj")
-    assert rclone.run("cat", "gw:rclone/obj").stdout == data
+    assert rclone.output("cat", "gw:rclone/obj") == data
     assert (
-        rclone.run("cat", "--offset", "1000", "--count", "500", "gw:rclone/obj").stdout
+        rclone.output("cat", "--offset", "1000", "--count", "500", "gw:rclone/obj")
         == data[1000:1500]
     )
-    assert rclone.run("cat", "--tail", "64", "gw:rclone/obj").stdout == data[-64:]
+    assert rclone.output("cat", "--tail", "64", "gw:rclone/obj") == data[-64:]
     rclone.run("copyto", "gw:rclone/obj", "gw:rclone/obj-copy")  # server-side copy
-    assert rclone.run("cat", "gw:rclone/obj-copy").stdout == data
+    assert rclone.output("cat", "gw:rclone/obj-copy") == data
     rclone.run("deletefile", "gw:rclone/obj-copy")
-    names = rclone.run("lsf", "gw:rclone/").stdout.decode().split()
+    names = rclone.run("lsf", "gw:rclone/").stdout.split()
     assert "obj" in names
     assert "obj-copy" not in names
     rclone.run("delete", "--include", "obj", "gw:rclone/")
-    assert "obj" not in rclone.run("lsf", "gw:rclone/").stdout.decode().split()
+    assert "obj" not in rclone.run("lsf", "gw:rclone/").stdout.split()
 
 
 def test_multipart_upload(rclone: Rclone, tmp_path: Path) -> None:
@@ -141,19 +121,14 @@ def test_presigned_link(rclone: Rclone, tmp_path: Path) -> None:
     source = tmp_path / "linked"
     source.write_bytes(b"linked bytes")
     rclone.run("copyto", str(source), "gw:rclone/linked")
-    url = rclone.run("link", "--expire", "1h", "gw:rclone/linked").stdout.decode().strip()
+    url = rclone.run("link", "--expire", "1h", "gw:rclone/linked").stdout.strip()
     assert "X-Amz-Signature=" in url
     with urllib.request.urlopen(url, timeout=30) as response:
         assert response.read() == b"linked bytes"
 
 
 def test_wrong_secret(rclone: Rclone) -> None:
-    env = rclone.env | {"RCLONE_CONFIG_GW_SECRET_ACCESS_KEY": "wrong"}
-    result = subprocess.run(
-        [RCLONE, "--retries", "1", "--low-level-retries", "1", "lsf", "gw:rclone"],
-        env=env,
-        capture_output=True,
-        timeout=COMMAND_TIMEOUT,
-    )
+    wrong = CommandLine(rclone.argv, rclone.env | {"RCLONE_CONFIG_GW_SECRET_ACCESS_KEY": "wrong"})
+    result = wrong.run("lsf", "gw:rclone", check=False)
     assert result.returncode != 0
-    assert b"SignatureDoesNotMatch" in result.stderr
+    assert "SignatureDoesNotMatch" in result.stderr

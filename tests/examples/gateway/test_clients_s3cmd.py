@@ -7,38 +7,32 @@ The configuration is the minimum a user writes for a local endpoint: keys, ``hos
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import subprocess
 import urllib.request
 from typing import TYPE_CHECKING
 
 import boto3  # type: ignore[import-untyped]
 import pytest
 
-from .conftest import GatewayProcess, start_gateway
+from .clients import CommandLine, MiB, blob, client_env, running_gateway
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-MiB = 1 << 20
+    from .conftest import GatewayProcess
+
 S3CMD = shutil.which("s3cmd") or "/usr/bin/s3cmd"
-COMMAND_TIMEOUT = 120
 
 pytestmark = pytest.mark.skipif(not os.path.exists(S3CMD), reason="s3cmd is not installed")
 
 
-def blob(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-class S3cmd:
+class S3cmd(CommandLine):
     def __init__(self, gw: GatewayProcess, home: Path, *, v2: bool) -> None:
         self.bucket = "s3://s3cmd-v2" if v2 else "s3://s3cmd-v4"
         host = gw.endpoint.removeprefix("http://")
-        self.config = home / ("s3cfg-v2" if v2 else "s3cfg")
-        self.config.write_text(
+        config = home / ("s3cfg-v2" if v2 else "s3cfg")
+        config.write_text(
             "[default]\n"
             f"access_key = {gw.access_key}\n"
             f"secret_key = {gw.secret_key}\n"
@@ -48,33 +42,13 @@ class S3cmd:
             f"signature_v2 = {v2}\n"
             "bucket_location = us-east-1\n"
         )
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
-            "HOME": str(home)
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [S3CMD, "-c", str(self.config), "--no-progress", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"s3cmd {' '.join(args)} exited {result.returncode}:\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-        return result
+        super().__init__([S3CMD, "-c", str(config), "--no-progress"], client_env(home))
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = start_gateway(tmp_path_factory.mktemp("s3cmd"))
-    try:
+    with running_gateway(tmp_path_factory.mktemp("s3cmd")) as gw:
         yield gw
-    finally:
-        gw.stop()
 
 
 @pytest.fixture(scope="module", params=["v4", "v2"])

@@ -38,7 +38,7 @@ from .inode import Translation as Translation
 from .ranges import PAGE_SIZE as PAGE_SIZE
 from .ranges import Range as Range
 from .store import CacheStore as CacheStore
-from .store import Tunables as Tunables
+from .tunables import Tunables as Tunables
 
 __all__ = [
     "PAGE_SIZE",

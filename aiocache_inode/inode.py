@@ -1,7 +1,7 @@
 """The caching inode: one backing file's attributes and byte ranges, cached in the store's pool.
 
 A re-imagining of gVisor's ``CachingInodeOperations`` for anyio (see ``docs/architecture.md`` for
-the data flow, and ``seed/gvisor-semantics.md`` for the operation-by-operation semantics).
+the data flow, and ``docs/seed.md`` for the operation-by-operation semantics).
 
 Lock order (outermost first); no other module restates it:
 
@@ -44,6 +44,7 @@ import anyio.lowlevel
 from .attrs import S_ISGID, S_ISUID, S_IXGRP, AttrMask, Attrs, TimeSpec
 from .backing.base import Revalidating
 from .cache import CacheMap
+from .chunks import CHUNK_SHIFT, CHUNK_SIZE, KEY_SHIFT
 from .dirty import DirtySet
 from .errors import (
     BackingError,
@@ -70,12 +71,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CachingInode", "TranslateError", "Translation"]
 
-#: Eviction and policy bookkeeping works on file chunks of this many bytes (16 pages): fine
-#: enough to keep hot data, coarse enough that a 1 MiB read touches 16 policy entries, not 256.
-CHUNK_SHIFT: Final = 16
-CHUNK_SIZE: Final = 1 << CHUNK_SHIFT
-#: Policy keys are ``inode_id << KEY_SHIFT | chunk_index``; chunk indices stay below 2**48.
-KEY_SHIFT: Final = 48
 #: The seed's maxFillRange window for translate (64 KiB).
 SEED_FILL_WINDOW: Final = 64 << 10
 #: Host mappings for map_internal are made in chunks of this size (the seed's 2 MiB).

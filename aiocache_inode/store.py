@@ -12,19 +12,20 @@ import inspect
 import itertools
 import logging
 import time
-from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.abc
 
 from .attrs import now_ns
+from .chunks import CHUNK_SHIFT, KEY_SHIFT
 from .errors import CacheError, ClosedError, NotFoundError, WritebackError
 from .eviction import BudgetPressure, PressureSource, run_evictor
-from .inode import CHUNK_SHIFT, KEY_SHIFT, CachingInode
-from .memory import MemoryPool
+from .inode import CachingInode
 from .policies import S3FIFO_MAX_FREQ, make_policy
+from .pool import MemoryPool
 from .stats import Counters, StoreStatistics
+from .tunables import TUNABLE_NAMES, Tunables
 from .writeback import balance_dirty, run_flusher
 
 if TYPE_CHECKING:
@@ -43,52 +44,6 @@ __all__ = ["CacheStore", "Tunables"]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Tunables:
-    """Every knob in one table; ``CacheStore(**tunables)`` overrides any of them by name."""
-
-    policy: str = "s3fifo"  # eviction policy by name: "lru", "s3fifo", "clock"
-    high_watermark: float = 0.95  # evictor wakes above this fraction of memory_limit
-    low_watermark: float = 0.85  # ...and evicts down to this fraction
-    pressure_poll_interval: float = 0.5  # s; how often pressure sources are polled
-    readahead_initial: int = 2 << 20  # first sequential window (bytes); sized for 20-100 ms stores
-    readahead_max: int = 8 << 20  # largest sequential window; 0 turns readahead off
-    readahead_request: int = 256 << 10  # a window goes out as requests of at most this size
-    readahead_cap: int = 0  # speculative bytes in flight; 0 = memory_limit // 4
-    hit_yield_every: int = 64  # a run of hits checkpoints at least this often
-    writeback_interval: float = 1.0  # s; flusher period
-    dirty_expire: float = 5.0  # s; dirty data older than this is written back
-    dirty_background_bytes: int = 0  # flusher writes everything above this; 0 = limit // 10
-    dirty_limit_bytes: int = 0  # writers are throttled above this; 0 = limit // 4
-    writeback_max_run: int = 8 << 20  # largest single write-back request
-    arena_size: int = 64 << 20  # bytes per anonymous mmap arena of the pool
-    noatime: bool = False  # touch_access_time() is a no-op (reads never touch atime: see docs)
-
-    def resolved(self, memory_limit: int) -> Tunables:
-        """Fill the zero defaults that depend on the budget, and validate."""
-        t = self
-        if t.readahead_cap == 0:
-            t = replace(t, readahead_cap=max(memory_limit // 4, 1 << 20))
-        if t.dirty_background_bytes == 0:
-            t = replace(t, dirty_background_bytes=max(memory_limit // 10, 64 << 10))
-        if t.dirty_limit_bytes == 0:
-            t = replace(t, dirty_limit_bytes=max(memory_limit // 4, 256 << 10))
-        if not 0 < t.low_watermark <= t.high_watermark <= 1:
-            raise ValueError("need 0 < low_watermark <= high_watermark <= 1")
-        if t.readahead_max < 0:
-            raise ValueError("readahead_max must be >= 0 (0 turns readahead off)")
-        for name in ("readahead_initial", "readahead_request", "hit_yield_every"):
-            if getattr(t, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        for name in ("pressure_poll_interval", "writeback_interval", "dirty_expire"):
-            if getattr(t, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if t.writeback_max_run < 4096:
-            raise ValueError("writeback_max_run must be at least one page")
-        return t
-
-
-_TUNABLE_NAMES = frozenset(f.name for f in fields(Tunables))
 #: Keys one pop_victim call may examine (the policies' default max_scan).
 _SCAN = 64
 
@@ -159,9 +114,9 @@ class CacheStore:
     ) -> None:
         if not isinstance(memory_limit, int) or memory_limit <= 0:
             raise ValueError(f"memory_limit must be a positive int, not {memory_limit!r}")
-        unknown = set(tunables) - _TUNABLE_NAMES
+        unknown = set(tunables) - TUNABLE_NAMES
         if unknown:
-            raise TypeError(f"unknown tunables: {sorted(unknown)}; known: {sorted(_TUNABLE_NAMES)}")
+            raise TypeError(f"unknown tunables: {sorted(unknown)}; known: {sorted(TUNABLE_NAMES)}")
         self._memory_limit = memory_limit
         self._tunables = Tunables(**tunables).resolved(memory_limit)
         t = self._tunables

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from aiocache_inode import (
 from aiocache_inode.attrs import now_ns
 
 if TYPE_CHECKING:
+    import mmap
     from collections.abc import Sequence
 
     from aiocache_inode import AttrMask
@@ -122,12 +124,18 @@ class SamplingBacking:
         return -1
 
 
-def rss_anon() -> int:
-    """This process's anonymous resident memory in bytes (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * KiB
-    raise AssertionError("no RssAnon in /proc/self/status")
+def mapped_resident(maps: list[mmap.mmap]) -> int:
+    """Resident bytes of these anonymous mappings, from ``/proc/self/smaps`` (Linux)."""
+    starts = {ctypes.addressof(ctypes.c_char.from_buffer(m)) for m in maps}
+    total = 0
+    current = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(maxsplit=1)[0]
+        if "-" in head and not head.endswith(":"):
+            current = int(head.split("-")[0], 16) in starts
+        elif current and head == "Rss:":
+            total += int(line.split()[1]) * KiB
+    return total
 
 
 class TestCacheStore:
@@ -714,21 +722,23 @@ class TestCacheStore:
         assert samples > 200
         assert 0 < peak <= limit + window
 
-    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
     async def test_resident_memory_falls_after_shrink(self) -> None:
+        # Measured on the pool's own mappings, not the process's RssAnon: a garbage collection
+        # or a malloc trim elsewhere in the process during the test must not move the numbers.
         size = 64 * MiB
         backing = SyntheticBacking(size)
         async with store(128 * MiB) as s:
-            before = rss_anon()
             async with s.open("big", backing) as inode:
                 buf = bytearray(MiB)
                 off = 0
                 while off < size:
                     off += await inode.readinto(off, buf)
             assert s.usage == size
-            filled = rss_anon()
+            arenas = [a.mm for a in s._pool._arenas if a is not None]
+            filled = mapped_resident(arenas)
             assert await s.shrink(0) == 0
-            after = rss_anon()
+            after = mapped_resident(arenas)
         # The pool's pages really were resident, and really went back to the OS.
-        assert filled - before >= size * 3 // 4
-        assert filled - after >= size * 3 // 4
+        assert filled >= size
+        assert after <= size // 64, (filled, after)

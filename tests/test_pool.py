@@ -1,4 +1,4 @@
-"""Tests for aiocache_inode.memory: the extent allocator over mmap arenas."""
+"""Tests for aiocache_inode.pool: the extent allocator over mmap arenas."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from aiocache_inode.errors import CacheError, ClosedError
-from aiocache_inode.memory import MemoryPool, PoolStatistics
+from aiocache_inode.pool import MemoryPool, PoolStatistics
 from aiocache_inode.ranges import PAGE_SIZE
 
 if TYPE_CHECKING:

@@ -271,6 +271,10 @@ class CacheStore:
             inode = self._inodes.get(key)
             if inode is not None and not inode._closed:
                 await anyio.lowlevel.checkpoint()
+                if inode._closed:
+                    # Retired while we yielded (eviction took its last pages): the caller
+                    # takes its hold without a checkpoint after we return, so look again.
+                    continue
                 return inode
             pending = self._opening.get(key)
             if pending is None:

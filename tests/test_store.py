@@ -281,6 +281,36 @@ class TestCacheStore:
             assert backing.stats.reads == reads  # served from the kept pages
             assert s.usage == usage
 
+    async def test_open_never_returns_an_inode_retired_while_it_yields(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # open() of a resident key checkpoints before it returns. If eviction takes the idle
+        # inode's last pages in that yield, the store retires (closes) it; open must then make a
+        # fresh inode, not hand out the closed one (reads of it raised ClosedError, which cut
+        # GET responses short in the gateway's load test).
+        data = pattern(8 * PAGE_SIZE)
+        backing = MemoryBacking(data)
+        real_checkpoint = anyio.lowlevel.checkpoint
+        shrinks: list[int] = []
+        armed = [True]
+
+        async def checkpoint_while_shrinking() -> None:
+            if armed.pop() if armed else False:  # once: shrink checkpoints too
+                shrinks.append(await s.shrink(0))
+            await real_checkpoint()
+
+        async with store() as s:
+            async with s.open("k", backing) as first:
+                assert await first.read(0, len(data)) == data
+            assert "k" in s  # idle but resident: it holds clean pages
+            monkeypatch.setattr(anyio.lowlevel, "checkpoint", checkpoint_while_shrinking)
+            async with s.open("k", backing) as again:
+                monkeypatch.undo()
+                assert shrinks == [0]
+                assert first.closed  # retired during open's checkpoint
+                assert not again.closed
+                assert await again.read(0, len(data)) == data
+
     async def test_forget_writes_back_then_releases(self) -> None:
         backing = MemoryBacking(pattern(4 * PAGE_SIZE))
         async with store(write_back=True) as s:

@@ -21,16 +21,19 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# The default profile is fast; test-slow runs the long hypothesis profile once, bounded.
+# The default profile is fast; test-slow runs the long hypothesis profile once, bounded, spread
+# over the cores (its tests are a few long state machines, so work stealing balances them).
+SLOW_ARGS := -m slow --hypothesis-profile=slow -n auto --dist worksteal
+
 test: lint
 	$(PY) -m pytest -q -m "not slow"
-	$(PY) -m pytest -q -m slow --hypothesis-profile=slow
+	$(PY) -m pytest -q $(SLOW_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow --hypothesis-profile=slow
+	$(PY) -m pytest -q $(SLOW_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -915,6 +915,9 @@ class CachingInode:
                     views.append(pool.view(off, take))
                     left -= take
                 done = await self._read_fully(op.start, views, want)
+            if want < op.end - op.start:
+                # Past the size: zeros. Written, not assumed: pool pages are reused warm.
+                self._zero_extents(op, max(want, 0))
             done = op.end - op.start  # everything past `done` is a hole or past EOF: zeros
         except anyio.get_cancelled_exc_class():
             done = 0
@@ -924,6 +927,14 @@ class CachingInode:
             done = page_round_down(done) if isinstance(done, int) else 0
         finally:
             self._complete_fill(op, done)
+
+    def _zero_extents(self, op: _Op, skip: int) -> None:
+        """Zero ``op``'s reserved pages from byte ``skip`` of the op on. Synchronous."""
+        pool = self._store._pool
+        for off, length in op.extents:
+            if skip < length:
+                pool.fill_zero(off + skip, length - skip)
+            skip = max(skip - length, 0)
 
     async def _read_fully(self, offset: int, views: list[memoryview], want: int) -> int:
         """Read into ``views`` until full or EOF; zero what EOF leaves.
@@ -1203,7 +1214,8 @@ class CachingInode:
             if not store._reserve_nowait(want):
                 return None
             try:
-                extents = pool.allocate(want)
+                # Populated now: this thread writes every page of it next (see MemoryPool).
+                extents = pool.allocate(want, populate=True)
             except CacheError:
                 return None
             for off, length in extents[1:]:

@@ -126,7 +126,7 @@ class CacheStore:
         self._monotonic = monotonic
         self._background = bool(background)
         self._noatime = t.noatime
-        self._pool = MemoryPool(arena_size=t.arena_size)
+        self._pool = MemoryPool(arena_size=t.arena_size, warm_bytes=t.pool_warm_bytes)
         self._policy = make_policy(t.policy)
         # Policy keys reclaim has popped and is still working on (a write-back may be in
         # flight): out of the policy so no other pass picks them, back in (or gone with their
@@ -271,11 +271,12 @@ class CacheStore:
             inode = self._inodes.get(key)
             if inode is not None and not inode._closed:
                 await anyio.lowlevel.checkpoint()
-                if inode._closed:
-                    # Retired while we yielded (eviction took its last pages): the caller
-                    # takes its hold without a checkpoint after we return, so look again.
-                    continue
-                return inode
+                if self._inodes.get(key) is inode:
+                    return inode
+                # Retired while we yielded (eviction took its last pages) and so out of the
+                # table: the caller takes its hold without a checkpoint after we return, so
+                # only an inode still resident now may be handed out. Look again.
+                continue
             pending = self._opening.get(key)
             if pending is None:
                 break
@@ -597,6 +598,8 @@ class CacheStore:
                 except WritebackError as exc:
                     errors.append(f"{inode.key!r}: {exc}")
             await self._evict_to(target_bytes, "shrink")
+        # A shrink asks for memory back: the free pages kept warm for reuse go too.
+        self._pool.drop_warm()
         if errors:
             raise WritebackError(
                 f"shrink could not write back {self._dirty_bytes} of {dirty_before} dirty bytes: "
@@ -632,13 +635,16 @@ class CacheStore:
         return await flush_pass(self, everything=everything)
 
     def _pressure_target(self) -> int | None:
+        """The usage eviction should bring the pool down to now, or None. Synchronous."""
         usage = self._pool.used_bytes
         limit = self._memory_limit
-        targets = [
-            t
-            for t in (src.target(usage, limit) for src in [self._budget, *self._pressure])
-            if t is not None
-        ]
+        host = [t for t in (src.target(usage, limit) for src in self._pressure) if t is not None]
+        if host:
+            # The host is short of memory, not just the budget: free pages kept warm for
+            # reuse go back now, before any cached page does.
+            self._pool.drop_warm()
+        own = self._budget.target(usage, limit)
+        targets = host if own is None else [own, *host]
         return min(targets) if targets else None
 
     def _wake_evictor(self) -> None:

@@ -26,6 +26,7 @@ class Tunables:
     dirty_limit_bytes: int = 0  # writers are throttled above this; 0 = limit // 4
     writeback_max_run: int = 8 << 20  # largest single write-back request
     arena_size: int = 64 << 20  # bytes per anonymous mmap arena of the pool
+    pool_warm_bytes: int = -1  # freed pages kept resident for reuse; -1 = min(limit // 32, 8 MiB)
     noatime: bool = False  # touch_access_time() is a no-op (reads never touch atime: see docs)
 
     def resolved(self, memory_limit: int) -> Tunables:
@@ -35,6 +36,10 @@ class Tunables:
             t = replace(t, readahead_cap=max(memory_limit // 4, 1 << 20))
         if t.dirty_background_bytes == 0:
             t = replace(t, dirty_background_bytes=max(memory_limit // 10, 64 << 10))
+        if t.pool_warm_bytes == -1:
+            t = replace(t, pool_warm_bytes=min(memory_limit // 32, 8 << 20) & ~4095)
+        elif t.pool_warm_bytes < 0:
+            raise ValueError("pool_warm_bytes must be >= 0, or -1 for the default")
         if t.dirty_limit_bytes == 0:
             t = replace(t, dirty_limit_bytes=max(memory_limit // 4, 256 << 10))
         if not 0 < t.low_watermark <= t.high_watermark <= 1:

@@ -12,6 +12,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from aiocache_inode import pool as pool_module
 from aiocache_inode.errors import CacheError, ClosedError
 from aiocache_inode.pool import MemoryPool, PoolStatistics
 from aiocache_inode.ranges import PAGE_SIZE
@@ -243,6 +244,48 @@ class TestMemoryPool:
             assert _read(pool, a, P) == bytes(P)
             assert _read(pool, b, P) == b"\xcd" * P
 
+    @needs_madvise
+    def test_warm_reserve_keeps_the_newest_frees_resident_and_drops_the_oldest(self) -> None:
+        with MemoryPool(arena_size=8 * P, warm_bytes=2 * P) as pool:
+            pages = [off for off, _ in (pool.allocate(P)[0] for _ in range(4))]
+            for i, off in enumerate(pages):
+                _fill(pool, off, P, 0x10 + i)
+            for off in pages[:3]:
+                pool.free(off, P)
+            # Three frees into a two-page reserve: only the oldest went back to the OS.
+            stats = pool.statistics()
+            assert (stats.warm_bytes, stats.madvise_calls) == (2 * P, 1)
+            assert pool.allocate(P) == [(pages[0], P)]  # best fit: lowest address first
+            assert _read(pool, pages[0], P) == bytes(P)  # dropped: the OS zeroed it
+            assert pool.allocate(P) == [(pages[1], P)]
+            assert _read(pool, pages[1], P) == b"\x11" * P  # warm: still resident
+            # Dropping the reserve gives back only what is still free (pages[2]).
+            assert pool.drop_warm() == 2 * P
+            assert pool.statistics().madvise_calls == 2
+            assert _read(pool, pages[1], P) == b"\x11" * P
+            assert _read(pool, pages[3], P) == b"\x13" * P
+            pool.check_invariants()
+
+    def test_warm_bytes_must_be_a_non_negative_int(self) -> None:
+        for bad in (-1, 1.5):
+            with pytest.raises(ValueError, match="warm_bytes"):
+                MemoryPool(arena_size=8 * P, warm_bytes=bad)  # type: ignore[arg-type]
+
+    def test_populate_writes_nothing_and_survives_a_refusing_kernel(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        with MemoryPool(arena_size=8 * P) as pool:
+            [(a, n)] = pool.allocate(2 * P, populate=True)
+            assert _read(pool, a, n) == bytes(n)
+            # An advice number no kernel knows: the real madvise fails with EINVAL, as
+            # MADV_POPULATE_WRITE does before Linux 5.14.
+            monkeypatch.setattr(pool_module, "_MADV_POPULATE_WRITE", 0x7FFF)
+            [(b, _)] = pool.allocate(P, populate=True)  # refused: a hint only, still allocated
+            assert not pool._populate  # not asked again
+            [(c, _)] = pool.allocate(P, populate=True)
+            assert len({a, b, c}) == 3
+            pool.check_invariants()
+
     def test_empty_arena_is_unmapped_unless_it_is_the_last(self) -> None:
         with MemoryPool(arena_size=4 * P) as pool:
             [(a, _)] = pool.allocate(4 * P)
@@ -403,9 +446,12 @@ class PoolMachine(RuleBasedStateMachine):
     #: Offsets drawn for wrong frees and views fall in this many arenas.
     SPAN_ARENAS = 5
 
+    #: Freed bytes the pool keeps resident; the warm variant below sets it.
+    WARM = 0
+
     def __init__(self) -> None:
         super().__init__()
-        self.pool = MemoryPool(arena_size=self.ARENA)
+        self.pool = MemoryPool(arena_size=self.ARENA, warm_bytes=self.WARM)
         # Allocated page offset -> the byte every byte of that page holds.
         self.pages: dict[int, int] = {}
         # Extents the test owns (pieces of allocations); together exactly the pages above.
@@ -561,3 +607,34 @@ class PoolMachine(RuleBasedStateMachine):
 
 
 TestPoolMachine = PoolMachine.TestCase
+
+
+class WarmPoolMachine(PoolMachine):
+    """The same model with a warm reserve of 3 pages: dropping warm pages (on every free past
+    the reserve, and on ``drop_warm``) must never touch a page allocated again since, with the
+    pages of one freed range reused wholly, partly or not at all."""
+
+    WARM = 3 * P
+
+    @rule()
+    def drop_warm(self) -> None:
+        held = self.pool.statistics().warm_bytes
+        assert self.pool.drop_warm() == held
+        assert self.pool.statistics().warm_bytes == 0
+
+    @rule(pages=st.integers(1, 4))
+    def allocate_populated(self, pages: int) -> None:
+        extents = self.pool.allocate(pages * P, populate=True)
+        note(f"allocate({pages * P:#x}, populate) -> {extents}")
+        self.ever_allocated = True
+        for offset, length in extents:
+            assert not any(page in self.pages for page in range(offset, offset + length, P))
+            self._write(offset, length)
+            self.held.append((offset, length))
+
+    @invariant()
+    def warm_within_its_limit(self) -> None:
+        assert 0 <= self.pool.statistics().warm_bytes <= self.WARM
+
+
+TestWarmPoolMachine = WarmPoolMachine.TestCase

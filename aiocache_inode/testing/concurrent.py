@@ -891,6 +891,8 @@ class _Run:
             readahead_initial=2 * P,
             readahead_max=4 * P,
             readahead_request=2 * P,
+            # Freed pages come back with another file's bytes: nothing may assume zeros.
+            pool_warm_bytes=2 * P,
             dirty_background_bytes=2 * P,
             dirty_limit_bytes=max(P, program.budget_pages * P // 2),
             dirty_expire=0.01,

@@ -188,6 +188,8 @@ def make_inode_machine(
                 readahead_initial=4 * P,
                 readahead_max=8 * P,
                 readahead_request=4 * P,
+                # Freed pages come back with old bytes: nothing may assume zeros.
+                pool_warm_bytes=2 * P,
                 background=False,
                 monotonic=lambda: self.now,
             )

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
     from .backing.base import BackingFile
     from .mappings import MappingSpace
-    from .store import CacheStore
+    from .services import StoreServices
 
 __all__ = ["CachingInode", "TranslateError", "Translation"]
 
@@ -223,7 +223,7 @@ class _View:
             raise
         # Synchronous from here on: pin the pool pages so a truncate that drops them defers the
         # free until this view is released (the bytes stay valid memory, never reused).
-        pool = inode._store._pool
+        pool = inode._svc.pool
         lo, hi = self._offset, min(end, inode._size)
         for t in ts:
             inode._pin(t.pool_offset, t.source.length)
@@ -310,16 +310,20 @@ class CachingInode:
         "_reported_mapped",
         "_resizing",
         "_size",
-        "_store",
-        "_users",
+        "_svc",
         "_writeback_bytes",
     )
 
     def __init__(
-        self, store: CacheStore, key: object, inode_id: int, backing: BackingFile, attrs: Attrs
+        self,
+        services: StoreServices,
+        key: object,
+        inode_id: int,
+        backing: BackingFile,
+        attrs: Attrs,
     ) -> None:
-        # Immutable after __init__.
-        self._store = store
+        # Immutable after __init__. The store's services: the one way to anything store-wide.
+        self._svc = services
         self._key = key
         self._id = inode_id
         self._key_base = inode_id << KEY_SHIFT
@@ -353,7 +357,7 @@ class CachingInode:
         # File range -> pool offset; dirty ranges (keep flag); I/O in flight. Changed only in
         # synchronous sections; see the lock-order comment for what _data_lock adds.
         self._cache = CacheMap(
-            store._pool.arena_size, chunk_shift=CHUNK_SHIFT, on_chunk=self._chunk_changed
+            services.pool.arena_size, chunk_shift=CHUNK_SHIFT, on_chunk=self._chunk_changed
         )
         self._dirty = DirtySet()
         # Bytes write-back runs took out of the dirty set and have not finished writing: still
@@ -391,10 +395,8 @@ class CachingInode:
         self._reported_cached = 0
         self._reported_dirty = 0
         self._reported_mapped = 0
-        # store._monotonic() when the inode last went from clean to dirty (the flusher's age).
+        # svc.monotonic() when the inode last went from clean to dirty (the flusher's age).
         self._dirtied_at: float | None = None
-        # Open handles from store.open(); the store keeps the inode resident regardless.
-        self._users = 0
         self._closed = False
 
     # ------------------------------------------------------------------------------------------
@@ -541,7 +543,7 @@ class CachingInode:
             end = size
         if offset >= end:
             return 0
-        store = self._store
+        svc = self._svc
         # Hot path: the last segment hit (or one lookup), one copy, one policy access.
         hit = self._hit
         if hit is None or offset < hit[0] or end > hit[1]:
@@ -553,12 +555,12 @@ class CachingInode:
                 mv[:] = hit[2][base + offset : base + end]
             else:
                 mv[:n] = hit[2][base + offset : base + end]
-            counters = store._counters
+            counters = svc.counters
             counters.cache_hits += 1
             counters.read_bytes_cache += n
             first = offset >> CHUNK_SHIFT
             if first == (end - 1) >> CHUNK_SHIFT:
-                store._policy.access(self._key_base | first)
+                svc.policy.access(self._key_base | first)
             else:
                 self._access_chunks(offset, end)
             if self._ra_unused:
@@ -566,9 +568,9 @@ class CachingInode:
             if offset == self._ra_next and end >= self._ra_trigger:
                 self._readahead_async()
             self._ra_next = end
-            store._hit_credit -= 1
-            if store._hit_credit <= 0:
-                store._hit_credit = store._hit_yield_every
+            svc.hit_credit -= 1
+            if svc.hit_credit <= 0:
+                svc.hit_credit = svc.hit_yield_every
                 await anyio.lowlevel.checkpoint()
             return n
         return await self._read_slow(offset, end, mv)
@@ -582,7 +584,7 @@ class CachingInode:
         seg_start, (seg_end, fr) = cmap.peekitem(i)
         if seg_end <= offset:
             return None
-        arena, at = self._store._pool.locate(fr)
+        arena, at = self._svc.pool.locate(fr)
         hit = self._hit = (seg_start, seg_end, arena, at)
         return hit
 
@@ -602,15 +604,15 @@ class CachingInode:
         buf = bytearray(end - offset)
         if self._copy_cached(offset, end, memoryview(buf), offset) != end:
             raise WouldBlock(f"[{offset}, {end}) is not fully cached")
-        store = self._store
-        store._counters.cache_hits += 1
-        store._counters.read_bytes_cache += end - offset
+        svc = self._svc
+        svc.counters.cache_hits += 1
+        svc.counters.read_bytes_cache += end - offset
         self._after_hit(offset, end)
         return bytes(buf)
 
     def _access_chunks(self, offset: int, end: int) -> None:
         """One policy access per chunk of ``[offset, end)`` (once per request, not per page)."""
-        access = self._store._policy.access
+        access = self._svc.policy.access
         base = self._key_base
         for idx in range(offset >> CHUNK_SHIFT, ((end - 1) >> CHUNK_SHIFT) + 1):
             access(base | idx)
@@ -635,7 +637,7 @@ class CachingInode:
         Synchronous. Complexity: O(log n + k); k segments copied.
         """
         cmap = self._cache._map
-        pool_view = self._store._pool.view
+        pool_view = self._svc.pool.view
         i = cmap.bisect_right(pos) - 1
         if i < 0:
             i = 0
@@ -653,8 +655,8 @@ class CachingInode:
 
     async def _read_slow(self, offset: int, end: int, out: memoryview) -> int:
         """The read path for anything not a single-segment hit. Checkpoint: yes."""
-        store = self._store
-        counters = store._counters
+        svc = self._svc
+        counters = svc.counters
         pos = offset
         missed = False
         from_cache = 0
@@ -682,7 +684,7 @@ class CachingInode:
             counters.cache_misses += 1
         else:
             counters.cache_hits += 1
-            store._hit_credit -= 1
+            svc.hit_credit -= 1
         # Bytes copied before the first miss came from the cache; the rest had to be fetched.
         counters.read_bytes_cache += from_cache
         counters.read_bytes_backing += n - from_cache
@@ -735,7 +737,7 @@ class CachingInode:
         fills only the pages it asked for. Returns 0 to make the caller re-scan, or the bytes
         copied by a direct read when the pool has no room. Checkpoint: yes.
         """
-        store = self._store
+        svc = self._svc
         if self._resizing is not None:
             await self._resizing.wait()
             return 0  # re-scan under the new size
@@ -749,7 +751,7 @@ class CachingInode:
             self._ra_window = 0
             self._ra_trigger = MAX_OFFSET
         need = req_end - start
-        if not store._reserve_nowait(need) and not await store._wait_for_room(need):
+        if not svc.reserve_nowait(need) and not await svc.wait_for_room(need):
             return await self._read_direct(pos, min(end, limit), out, base)
         if (
             self._op_at(pos) is not None
@@ -764,7 +766,7 @@ class CachingInode:
         if op is None:
             return await self._read_direct(pos, min(end, limit), out, base)
         try:
-            if sequential and store._tunables.readahead_max:
+            if sequential and svc.tunables.readahead_max:
                 self._ra_reserved_end = max(self._ra_reserved_end, req_end)
                 self._ra_next = pos
                 self._readahead_async()
@@ -816,19 +818,19 @@ class CachingInode:
             return None
         # Internal bug checks: fills are page-granular, and every in-flight op is too.
         assert not (start | end) & PAGE_MASK, f"fill [{start}, {end}) is not page-aligned"
-        store = self._store
+        svc = self._svc
         op = _Op(_FILL, start, end)
         op.speculative = speculative
         # Recorded before anything is reserved: an overlap raises with nothing to give back.
         self._inflight.insert(start, end, op)
         try:
-            op.extents = store._pool.allocate(end - start)
+            op.extents = svc.pool.allocate(end - start)
         except CacheError:
             self._inflight.remove(start, end)
             return None
         if speculative:
-            store._counters.readahead_bytes += end - start
-            store._readahead_inflight += end - start
+            svc.counters.readahead_bytes += end - start
+            svc.readahead_inflight += end - start
         return op
 
     def _readahead_async(self) -> None:
@@ -841,9 +843,9 @@ class CachingInode:
         at the store's cap on speculative bytes in flight, and when the pool has no clean room:
         readahead never waits for memory and never goes over budget.
         """
-        store = self._store
-        t = store._tunables
-        if not t.readahead_max or not store._running or self._resizing is not None:
+        svc = self._svc
+        t = svc.tunables
+        if not t.readahead_max or not svc.running or self._resizing is not None:
             return
         window = self._ra_window
         window = t.readahead_initial if not window else min(window * 2, t.readahead_max)
@@ -854,7 +856,7 @@ class CachingInode:
         target = min(pos + window, eof)
         issued = False
         while pos < target:
-            if store._readahead_inflight >= t.readahead_cap:
+            if svc.readahead_inflight >= t.readahead_cap:
                 break
             if self._cache.find(pos) is not None or self._op_at(pos) is not None:
                 nxt = min(
@@ -865,12 +867,12 @@ class CachingInode:
                 pos = max(nxt, pos + PAGE_SIZE)
                 continue
             stop = min(target, self._gap_limit(pos), pos + t.readahead_request)
-            if not store._reserve_nowait(stop - pos):
+            if not svc.reserve_nowait(stop - pos):
                 break
             op = self._start_fill(pos, stop, speculative=True)
             if op is None:
                 break
-            store._spawn(self._run_fill, op)
+            svc.spawn(self._run_fill, op)
             issued = True
             pos = stop
         self._ra_reserved_end = max(self._ra_reserved_end, pos)
@@ -900,8 +902,8 @@ class CachingInode:
         Checkpoint: yes.
         Cancellation: the op completes with nothing cached; waiters re-scan.
         """
-        store = self._store
-        pool = store._pool
+        svc = self._svc
+        pool = svc.pool
         done = 0
         try:
             want = min(op.end, self._size) - op.start
@@ -948,11 +950,11 @@ class CachingInode:
 
     def _complete_fill(self, op: _Op, done: int) -> None:
         """Cache the first ``done`` bytes of ``op`` (page-granular), free the rest, wake waiters."""
-        store = self._store
-        pool = store._pool
+        svc = self._svc
+        pool = svc.pool
         self._inflight.remove(op.start, op.end)
         if op.speculative:
-            store._readahead_inflight -= op.end - op.start
+            svc.readahead_inflight -= op.end - op.start
         if self._resizing is not None:
             op.invalid = True  # it may have read a backing that already shrank
         keep_end = op.start + (0 if op.invalid or self._closed else page_round_up(done))
@@ -981,8 +983,8 @@ class CachingInode:
                 self._ra_unused.assign(op.start, keep_end, True)
             # Pages being filled were not evictable when the evictor last looked: wake it now
             # that they are, rather than at its next poll.
-            if store._pool.used_bytes > store._evict_above:
-                store._wake_evictor()
+            if svc.pool.used_bytes > svc.evict_above:
+                svc.wake_evictor()
         self._report()
         op.event.set()
 
@@ -991,21 +993,21 @@ class CachingInode:
 
         The one place the policy learns of this inode's chunks (the cache map owns the count),
         so the policy's keys are exactly the chunks with cached pages, less those reclaim holds
-        while it works on them (``store._reclaiming``; it puts them back when it is done).
+        while it works on them (``svc.reclaiming``; it puts them back when it is done).
         Synchronous. Complexity: O(1).
         """
         key = self._key_base | idx
-        store = self._store
+        svc = self._svc
         if cached:
-            store._policy.insert(key)
+            svc.policy.insert(key)
         else:
-            store._policy.remove(key)
-            store._reclaiming.discard(key)
+            svc.policy.remove(key)
+            svc.reclaiming.discard(key)
 
     def _ra_consume(self, start: int, end: int) -> None:
         used = self._ra_unused.remove(start, end)
         if used:
-            self._store._counters.readahead_used_bytes += sum(e - s for s, e, _ in used)
+            self._svc.counters.readahead_used_bytes += sum(e - s for s, e, _ in used)
 
     async def _ensure_cached(self, start: int, end: int, window_end: int) -> BaseException | None:
         """Make ``[start, end)`` (page-aligned, within pgend(size)) cached.
@@ -1017,7 +1019,7 @@ class CachingInode:
         Checkpoint: when anything is missing.
         Cancellation: fills already started finish or are discarded; nothing else changes.
         """
-        store = self._store
+        svc = self._svc
         while True:
             gap = self._cache.first_gap_from(start, end)
             if gap is None:
@@ -1041,7 +1043,7 @@ class CachingInode:
                 return None  # past EOF now (a concurrent truncate): nothing to fill
             fill_end = min(limit, max(gap[1], min(window_end, limit)))
             need = fill_end - pos
-            if not store._reserve_nowait(need) and not await store._wait_for_room(need):
+            if not svc.reserve_nowait(need) and not await svc.wait_for_room(need):
                 # Pinned pages must live in the pool: go over budget rather than fail.
                 pass
             if (
@@ -1057,7 +1059,7 @@ class CachingInode:
             op = self._start_fill(pos, fill_end, speculative=False)
             if op is None:
                 raise CacheError(f"the pool cannot allocate {fill_end - pos} bytes")
-            store._counters.cache_misses += 1
+            svc.counters.cache_misses += 1
             await self._run_fill(op)
             if op.error is not None and self._cache.find(pos) is None:
                 return op.error
@@ -1105,28 +1107,28 @@ class CachingInode:
         if n == 0:
             await anyio.lowlevel.checkpoint()
             return 0
-        store = self._store
+        svc = self._svc
         # Fast path: no writer, no I/O in flight on this inode, dirty data under the limit, and
         # the bytes land in cached pages or in fresh pages past EOF (write-back mode). Then the
         # whole write is one synchronous section: atomic, no lock needed, as cheap as a hit.
         if (
             (not self._inflight or self._idle(offset, offset + n))
             and not self._attr_lock.locked()
-            and store._dirty_bytes <= store._dirty_limit
+            and svc.dirty_bytes <= svc.dirty_limit
             and self._write_nowait(offset, src, n)
         ):
-            store._counters.written_bytes += n
-            if store._dirty_bytes > store._dirty_background:
-                store._wake_flusher()
-            store._hit_credit -= 1
-            if store._hit_credit <= 0:
-                store._hit_credit = store._hit_yield_every
+            svc.counters.written_bytes += n
+            if svc.dirty_bytes > svc.dirty_background:
+                svc.wake_flusher()
+            svc.hit_credit -= 1
+            if svc.hit_credit <= 0:
+                svc.hit_credit = svc.hit_yield_every
                 await anyio.lowlevel.checkpoint()
             return n
-        await store._balance_dirty()
+        await svc.balance_dirty()
         async with self._attr_lock:
             self._check_open()
-            now = store._clock()
+            now = svc.clock()
             self._set_times_locked(mtime=now, ctime=now)
             pos = offset
             end = offset + n
@@ -1135,9 +1137,9 @@ class CachingInode:
                     pos = await self._write_step(pos, end, src, offset)
             finally:
                 self._after_write_locked(offset, pos)
-            store._counters.written_bytes += n
-        if store._over_background_dirty():
-            store._wake_flusher()
+            svc.counters.written_bytes += n
+        if svc.over_background_dirty():
+            svc.wake_flusher()
         return n
 
     def _idle(self, start: int, end: int) -> bool:
@@ -1153,7 +1155,7 @@ class CachingInode:
         Complexity: O(log n) plus the copy.
         """
         end = offset + n
-        if offset >= self._size and not offset & PAGE_MASK and self._store._write_back:
+        if offset >= self._size and not offset & PAGE_MASK and self._svc.write_back:
             view = self._append_pages(offset, end)
             if view is None:
                 return False
@@ -1177,7 +1179,7 @@ class CachingInode:
         if end > self._size:
             self._size = end
             self._dirty_attr |= _SIZE
-        self._pending_mc = self._store._clock()
+        self._pending_mc = self._svc.clock()
         self._dirty_attr |= _MCTIME
         if end > self._pending_usage and end > self._attrs.usage:
             self._pending_usage = end
@@ -1194,13 +1196,13 @@ class CachingInode:
         Returns None when the pool has no room. Sets ``_append_last`` to the pages' pool offset.
         """
         need = page_round_up(end) - offset
-        store = self._store
-        pool = store._pool
+        svc = self._svc
+        pool = svc.pool
         res = self._append
         if res is None or res[1] < need:
             self._release_append()
             want = max(need, APPEND_RESERVE)
-            if not store._reserve_nowait(want):
+            if not svc.reserve_nowait(want):
                 return None
             try:
                 extents = pool.allocate(want)
@@ -1222,7 +1224,7 @@ class CachingInode:
         res = self._append
         if res is not None:
             self._append = None
-            self._store._pool.free(res[0], res[1])
+            self._svc.pool.free(res[0], res[1])
 
     async def _write_step(self, pos: int, end: int, src: memoryview, base: int) -> int:
         """Apply the piece of the write at ``pos``; return the new position. Checkpoint: maybe."""
@@ -1230,7 +1232,7 @@ class CachingInode:
         if op is not None:
             await op.event.wait()
             return pos
-        store = self._store
+        svc = self._svc
         seg = self._cache.find(pos)
         if seg is not None:
             s, e, fr = seg
@@ -1238,13 +1240,13 @@ class CachingInode:
             nxt = self._inflight.next_segment_start(pos)
             if nxt is not None and nxt < stop:
                 stop = nxt
-            store._pool.view(fr + pos - s, stop - pos)[:] = src[pos - base : stop - base]
+            svc.pool.view(fr + pos - s, stop - pos)[:] = src[pos - base : stop - base]
             self._dirty.mark_dirty(pos, stop)
             self._grow_locked(stop)
             self._report()
             return stop
         gap_end = min(end, self._gap_limit_any(pos))
-        if store._write_back:
+        if svc.write_back:
             new = await self._write_back_gap(pos, gap_end, src, base)
             if new is not None:
                 return new
@@ -1285,18 +1287,18 @@ class CachingInode:
             return pos
         start = head
         stop = page_round_up(end)
-        store = self._store
-        if not store._reserve_nowait(stop - start) and not await store._wait_for_room(stop - start):
+        svc = self._svc
+        if not svc.reserve_nowait(stop - start) and not await svc.wait_for_room(stop - start):
             return None
         if self._inflight.find(pos) is not None or self._cache.find(pos) is not None:
             return pos  # the wait changed the picture: re-scan
         stop = min(stop, page_round_up(self._gap_limit_any(pos)))
         end = min(end, stop)
         try:
-            extents = store._pool.allocate(stop - start)
+            extents = svc.pool.allocate(stop - start)
         except CacheError:
             return None
-        pool = store._pool
+        pool = svc.pool
         at = start
         for off, length in extents:
             v = pool.view(off, length)
@@ -1347,7 +1349,7 @@ class CachingInode:
                             f"write-through at {pos + done} made no progress"
                         ) from OSError(errno.EIO, "zero-length write")
                     done += got
-                    self._store._counters.writethrough_bytes += got
+                    self._svc.counters.writethrough_bytes += got
         finally:
             self._inflight.remove(op.start, op.end)
             op.event.set()
@@ -1406,7 +1408,7 @@ class CachingInode:
         released = self._pins.decrement(pool_offset, pool_offset + length)
         if not self._deferred_free or not released:
             return
-        pool = self._store._pool
+        pool = self._svc.pool
         for s, e in released:
             for ds, de, _ in self._deferred_free.remove(s, e):
                 pool.free(ds, de - ds)
@@ -1414,7 +1416,7 @@ class CachingInode:
     def _free_extent(self, pool_offset: int, length: int) -> None:
         """Return cache pages to the pool, deferring any part a live view still pins."""
         self._hit = None
-        pool = self._store._pool
+        pool = self._svc.pool
         if not self._pins:
             pool.free(pool_offset, length)
             return
@@ -1545,7 +1547,7 @@ class CachingInode:
     # Write-back
     # ------------------------------------------------------------------------------------------
 
-    async def _writeback(self, start: int, end: int, *, max_run: int | None = None) -> int:
+    async def write_back(self, start: int, end: int, *, max_run: int | None = None) -> int:
         """Write the dirty bytes of ``[start, end)`` below the size to the backing.
 
         Runs coalesced over dirty segments (each a WRITEBACK op, zero copy from the pool).
@@ -1562,7 +1564,7 @@ class CachingInode:
         if not self._dirty and not self._inflight:
             return 0
         written = 0
-        store = self._store
+        svc = self._svc
         async with self._data_lock.read_locked():
             # Dirty bytes can only lie below the size (writes grow it as they dirty, truncate
             # cleans past it); drop any that a size change left behind, they are not data.
@@ -1600,7 +1602,7 @@ class CachingInode:
                 written += await self._writeback_run(ds, de)
                 pos = de
         if written:
-            store._counters.writeback_runs += 1
+            svc.counters.writeback_runs += 1
         return written
 
     def _writeback_op_in(self, start: int, end: int) -> _Op | None:
@@ -1626,8 +1628,8 @@ class CachingInode:
         Checkpoint: yes. Cancellation: the request in flight completes (shielded), so what the
         backing took is accounted for; the unwritten rest is dirty again.
         """
-        store = self._store
-        pool = store._pool
+        svc = self._svc
+        pool = svc.pool
         views = [pool.view(fr, e - s) for s, e, fr in self._cache.clipped(ds, de)]
         # An internal bug check, not a condition a caller can handle.
         assert sum(len(v) for v in views) == de - ds, f"dirty [{ds}, {de}) is not fully cached"
@@ -1667,13 +1669,13 @@ class CachingInode:
                 if e > unwritten:
                     self._dirty.mark_dirty(max(s, unwritten), e)
             if done:
-                store._counters.writeback_bytes += done
-                store._observe_writeback(time.perf_counter() - t0)
+                svc.counters.writeback_bytes += done
+                svc.observe_writeback(time.perf_counter() - t0)
             self._report()
         return done
 
     def _writeback_error(self, at: int, exc: BaseException) -> WritebackError:
-        self._store._counters.writeback_errors += 1
+        self._svc.counters.writeback_errors += 1
         # Raised from inside the run, before it puts its unwritten part back: name that too.
         still = [Range(s, e) for s, e, _k in self._dirty.segments()]
         if not still or still[-1].end < at:
@@ -1708,7 +1710,7 @@ class CachingInode:
 
     async def _write_dirty_pages_and_attrs_locked(self) -> None:
         """Requires: _attr_lock held."""
-        await self._writeback(0, MAX_OFFSET)
+        await self.write_back(0, MAX_OFFSET)
         if self._dirty_attr:
             mask = AttrMask(self._dirty_attr)
             try:
@@ -1774,7 +1776,7 @@ class CachingInode:
             except Exception:
                 return False
             self._attrs = self.attrs.with_(mode=mode)
-            self._set_times_locked(ctime=self._store._clock())
+            self._set_times_locked(ctime=self._svc.clock())
             return True
 
     async def set_owner(self, uid: int | None = None, gid: int | None = None) -> None:
@@ -1807,7 +1809,7 @@ class CachingInode:
             except Exception as exc:
                 raise BackingError(f"set_owner failed: {exc}") from exc
             self._attrs = self.attrs.with_(**changes)
-            self._set_times_locked(ctime=self._store._clock())
+            self._set_times_locked(ctime=self._svc.clock())
 
     async def set_timestamps(self, atime: TimeSpec, mtime: TimeSpec) -> None:
         """Set atime and/or mtime (written through, forced); both omitted does nothing.
@@ -1827,7 +1829,7 @@ class CachingInode:
             return
         async with self._attr_lock:
             self._check_open()
-            clock = self._store._clock
+            clock = self._svc.clock
             now = clock()
             mask = AttrMask.NONE
             changes: dict[str, int] = {}
@@ -1854,7 +1856,7 @@ class CachingInode:
         async with self._attr_lock:
             self._check_open()
             self._attrs = self.attrs.with_(links=self._attrs.links + 1)
-            self._set_times_locked(ctime=self._store._clock())
+            self._set_times_locked(ctime=self._svc.clock())
 
     async def dec_links(self) -> None:
         """Drop a link; ctime is touched. Checkpoint: always. Cancellation: atomic.
@@ -1867,20 +1869,20 @@ class CachingInode:
             if self._attrs.links == 0:
                 raise ValueError("link count is already 0")
             self._attrs = self.attrs.with_(links=self._attrs.links - 1)
-            self._set_times_locked(ctime=self._store._clock())
+            self._set_times_locked(ctime=self._svc.clock())
 
     async def touch_access_time(self) -> None:
         """Set atime to now (dirty). Checkpoint: always. Cancellation: atomic."""
         async with self._attr_lock:
             self._check_open()
-            if not self._store._noatime:
-                self._set_times_locked(atime=self._store._clock())
+            if not self._svc.noatime:
+                self._set_times_locked(atime=self._svc.clock())
 
     async def touch_modification_and_status_change_time(self) -> None:
         """Set mtime and ctime to now (dirty). Checkpoint: always. Cancellation: atomic."""
         async with self._attr_lock:
             self._check_open()
-            now = self._store._clock()
+            now = self._svc.clock()
             self._set_times_locked(mtime=now, ctime=now)
 
     async def truncate(self, size: int) -> None:
@@ -1936,7 +1938,7 @@ class CachingInode:
                 self._size = size
                 self._dirty_attr &= ~_SIZE
                 self._attrs = self.attrs.with_(size=size, mode=new_mode)
-                now = self._store._clock()
+                now = self._svc.clock()
                 self._set_times_locked(mtime=now, ctime=now)
                 if size < old:
                     for _s, _e, op in self._inflight.overlapping(size, MAX_OFFSET):
@@ -1966,7 +1968,7 @@ class CachingInode:
             seg = self._cache.find(size)
             if seg is not None:
                 s, _e, fr = seg
-                self._store._pool.fill_zero(fr + size - s, new_end - size)
+                self._svc.pool.fill_zero(fr + size - s, new_end - size)
         self._dirty.keep_clean(size, max(old_end, size))
         self._count_dropped(new_end, MAX_OFFSET, dropped, "truncate")
         self._report()
@@ -1995,7 +1997,7 @@ class CachingInode:
                     except Exception as exc:
                         raise BackingError(f"allocate failed: {exc}") from exc
                     self._size = max(self._size, offset + length)
-                    now = self._store._clock()
+                    now = self._svc.clock()
                     self._set_times_locked(mtime=now, ctime=now)
 
     async def revalidate(self) -> bool:
@@ -2159,7 +2161,7 @@ class CachingInode:
         return freed
 
     def _count_dropped(self, start: int, end: int, freed: int, reason: str) -> None:
-        counters = self._store._counters
+        counters = self._svc.counters
         counters.evicted_bytes[reason] += freed
         if self._ra_unused:
             wasted = self._ra_unused.remove(start, end)
@@ -2169,11 +2171,73 @@ class CachingInode:
                 else:
                     self._ra_unused.insert(s, e, True)
 
-    def _chunk_evictable(self, idx: int, clean_only: bool) -> bool:
+    # The Reclaimable protocol (services.py): what the store's reclaim, flusher and inode
+    # table may ask of an inode.
+
+    @property
+    def inode_id(self) -> int:
+        """The id this inode's policy keys carry (``chunk_key(inode_id, idx)``)."""
+        return self._id
+
+    @property
+    def dirtied_at(self) -> float | None:
+        """``monotonic()`` when this inode last went from clean to dirty; None while clean."""
+        return self._dirtied_at
+
+    def has_dirty_pages(self) -> bool:
+        """Whether dirty pages wait for a write-back (runs in flight not counted)."""
+        return bool(self._dirty)
+
+    def chunk_cached(self, idx: int) -> bool:
+        """Whether chunk ``idx`` holds any cached page. Complexity: O(1)."""
+        return self._cache.chunk_cached(idx)
+
+    def chunk_evictable(self, idx: int, *, clean_only: bool) -> bool:
+        """Whether chunk ``idx`` has pages reclaim may drop (unmapped, idle, clean if asked)."""
         cs = idx << CHUNK_SHIFT
         return bool(self._evictable_parts(cs, cs + CHUNK_SIZE, clean_only=clean_only))
 
-    async def _evict_chunk(self, idx: int, reason: str) -> int:
+    def drop_chunk_nowait(self, idx: int, reason: str) -> int:
+        """Drop the clean, unmapped, idle pages of chunk ``idx``; return the bytes freed.
+
+        Synchronous: safe from any task, no lock needed (one event-loop thread).
+        """
+        return self._drop_nowait(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT, reason)
+
+    def try_retire(self) -> bool:
+        """Close this inode if it holds nothing worth keeping; return whether it did.
+
+        For the store's inode table (``CacheStore._retire_if_idle``), which knows whether
+        anyone holds the inode open. A caller that kept the object gets ``ClosedError``.
+        Synchronous. Complexity: O(1).
+        """
+        if self._closed or not self._retirable():
+            return False
+        self._closed = True
+        # The cache map's callback is the one reference cycle an inode has: break it, so the
+        # object is freed at once by reference counting rather than by the cyclic collector
+        # (which, with thousands of retired inodes, cost more than opening them).
+        self._cache.detach()
+        self._report()
+        return True
+
+    def abandon(self) -> None:
+        """Close this inode without writing anything back: its store has shut down."""
+        self._closed = True
+
+    @property
+    def held_bytes(self) -> int:
+        """Pool bytes this inode holds (the store's pool invariant).
+
+        Cached pages, pages being filled, pinned pages whose free is deferred, and the append
+        reservation.
+        """
+        ops = {id(op): op for _s, _e, op in self._inflight.segments()}
+        filling = sum(length for op in ops.values() for _off, length in op.extents)
+        append = 0 if self._append is None else self._append[1]
+        return self._cache.total() + filling + self._deferred_free.total() + append
+
+    async def evict_chunk(self, idx: int, reason: str) -> int:
         """Write back and drop one chunk's evictable pages (the evictor's unit of work).
 
         Dirty data is written back first in one coalesced run around the chunk; if that fails
@@ -2189,11 +2253,11 @@ class CachingInode:
             # Extend to the whole dirty segments around the chunk, up to the run cap.
             seg = self._dirty.find(lo)
             if seg is not None:
-                lo = max(seg[0], lo - self._store._tunables.writeback_max_run // 2)
+                lo = max(seg[0], lo - self._svc.tunables.writeback_max_run // 2)
             seg = self._dirty.find(hi - 1)
             if seg is not None:
-                hi = min(seg[1], hi + self._store._tunables.writeback_max_run // 2)
-            await self._writeback(lo, hi)
+                hi = min(seg[1], hi + self._svc.tunables.writeback_max_run // 2)
+            await self.write_back(lo, hi)
         return self._drop_nowait(cs, ce, reason)
 
     async def evict(self, start: int, end: int) -> None:
@@ -2216,7 +2280,7 @@ class CachingInode:
 
     async def _writeback_unmapped(self, start: int, end: int) -> None:
         for r in self._maps.unmapped_ranges(start, end):
-            await self._writeback(r.start, r.end)
+            await self.write_back(r.start, r.end)
 
     async def shrink(self, target_bytes: int = 0) -> int:
         """Write back and drop unmapped pages until at most ``target_bytes`` stay cached.
@@ -2250,7 +2314,7 @@ class CachingInode:
         # landing while the data lock is awaited would be dirtied and then dropped unwritten.
         async with self._attr_lock, self._map_lock:
             self._maps.invalidate_all(False)
-            await self._writeback(0, MAX_OFFSET)
+            await self.write_back(0, MAX_OFFSET)
             async with self._data_lock.write_locked():
                 self._drop_all_locked("invalidate")
 
@@ -2309,7 +2373,7 @@ class CachingInode:
         async with self._attr_lock, self._map_lock:
             if self._maps.mapped_bytes():
                 raise CacheError("release with mappings still present")
-            await self._writeback(0, MAX_OFFSET)
+            await self.write_back(0, MAX_OFFSET)
             async with self._data_lock.write_locked():
                 if self._dirty.total():
                     raise WritebackError("dirty data appeared during release", self.dirty_ranges())
@@ -2318,7 +2382,7 @@ class CachingInode:
                 for mm, _w in self._host_maps.values():
                     mm.close()
                 self._host_maps.clear()
-                self._store._inode_released(self)
+                self._svc.released(self._id)
 
     # ------------------------------------------------------------------------------------------
     # Host-FD mode (the seed's IncRef/DecRef/MapInternal)
@@ -2427,28 +2491,29 @@ class CachingInode:
 
     async def _backing_call(self, op: str, coro: Any) -> Any:
         """Await one backing request, counted and timed by the store."""
-        return await self._store._backing_call(op, coro)
+        return await self._svc.backing_call(op, coro)
 
     def _report(self) -> None:
         """Push this inode's byte-count changes into the store's totals. O(1)."""
-        store = self._store
+        svc = self._svc
         c = self._cache.total()
         d = self._dirty.total() + self._writeback_bytes
         m = self._maps.mapped_bytes()
-        store._cached_bytes += c - self._reported_cached
-        store._dirty_bytes += d - self._reported_dirty
-        store._mapped_bytes += m - self._reported_mapped
+        svc.cached_bytes += c - self._reported_cached
+        svc.dirty_bytes += d - self._reported_dirty
+        svc.mapped_bytes += m - self._reported_mapped
         if d and not self._reported_dirty:
-            self._dirtied_at = self._store._monotonic()
+            self._dirtied_at = svc.monotonic()
         elif not d:
             self._dirtied_at = None
         self._reported_cached, self._reported_dirty, self._reported_mapped = c, d, m
-        if not c and not self._users:
-            # Cheap test first: only an unused inode with an empty cache can be idle.
-            store._retire_if_idle(self)
+        if not c and not self._closed:
+            # Cheap test first: only an inode with an empty cache can be idle (the store then
+            # checks that nobody holds it open).
+            svc.retire_if_idle(self._id)
 
     def _retirable(self) -> bool:
-        """Whether this inode holds nothing worth keeping (see ``store._retire_if_idle``)."""
+        """Whether this inode holds nothing worth keeping (see ``svc.retire_if_idle``)."""
         return not (
             self._cache
             or self._dirty
@@ -2492,7 +2557,8 @@ class CachingInode:
         for s, e, _fr in self._cache.segments():
             for idx in range(s >> CHUNK_SHIFT, ((e - 1) >> CHUNK_SHIFT) + 1):
                 want.add(self._key_base | idx)
-        have = set(self._store._policy_keys_of(self))
+        svc = self._svc
+        have = {k for k in [*svc.policy.keys(), *svc.reclaiming] if k >> KEY_SHIFT == self._id}
         assert want == have, f"policy keys differ: missing {want - have}, extra {have - want}"
         assert self._reported_cached == self._cache.total()
         assert self._reported_dirty == self._dirty.total() + self._writeback_bytes

@@ -52,19 +52,30 @@ _SCAN = 64
 
 @final
 class _OpenInode:
-    """``async with store.open(key, backing) as inode``."""
+    """``async with store.open(key, backing) as inode``.
 
-    __slots__ = ("_backing", "_inode", "_key", "_store")
+    Holds the store's two table operations, bound: ``enter`` finds or makes the inode and
+    counts the holder, ``leave`` uncounts it (and retires the inode if it is idle).
+    """
 
-    def __init__(self, store: CacheStore, key: Hashable, backing: Any) -> None:
-        self._store = store
+    __slots__ = ("_backing", "_enter", "_inode", "_key", "_leave")
+
+    def __init__(
+        self,
+        enter: Callable[[Hashable, Any], Awaitable[CachingInode]],
+        leave: Callable[[CachingInode], None],
+        key: Hashable,
+        backing: Any,
+    ) -> None:
+        # Immutable after __init__, but for _inode (the inode while the block runs).
+        self._enter = enter
+        self._leave = leave
         self._key = key
         self._backing = backing
         self._inode: CachingInode | None = None
 
     async def __aenter__(self) -> CachingInode:
-        inode = await self._store._get_or_create(self._key, self._backing)
-        self._store._hold(inode)
+        inode = await self._enter(self._key, self._backing)
         self._inode = inode
         return inode
 
@@ -77,7 +88,7 @@ class _OpenInode:
         inode = self._inode
         if inode is not None:
             self._inode = None
-            self._store._unhold(inode)
+            self._leave(inode)
 
 
 @final
@@ -273,7 +284,7 @@ class CacheStore:
         hash(key)
         if not (callable(backing) or hasattr(backing, "read_into")):
             raise TypeError("backing must be a BackingFile or an async callable returning one")
-        return _OpenInode(self, key, backing)
+        return _OpenInode(self._enter, self._unhold, key, backing)
 
     async def _get_or_create(self, key: Hashable, backing: Any) -> CachingInode:
         from .errors import BackingError
@@ -380,9 +391,14 @@ class CacheStore:
             if aclose is not None and self._tg is not None:
                 self._tg.start_soon(self._close_backing, aclose, inode.key)
 
-    def _hold(self, inode: CachingInode) -> None:
-        """An open handle took ``inode``: it stays resident until the handle leaves."""
+    async def _enter(self, key: Hashable, backing: Any) -> CachingInode:
+        """An open handle takes the inode of ``key``: it stays resident until the handle leaves.
+
+        Checkpoint: always. Cancellation: nothing is held.
+        """
+        inode = await self._get_or_create(key, backing)
         self._users[inode.inode_id] = self._users.get(inode.inode_id, 0) + 1
+        return inode
 
     def _unhold(self, inode: CachingInode) -> None:
         """An open handle left ``inode``: retire it if nobody else holds it and it is idle."""
@@ -755,7 +771,7 @@ class CacheStore:
         self._policy.check_invariants()
         inodes = list(self._inodes.values())
         for inode in inodes:
-            inode._check_invariants()
+            inode._check_invariants()  # noqa: SLF001 (the check of what it owns)
         svc = self._svc
         assert svc.cached_bytes == sum(i.cached_bytes for i in inodes)
         assert svc.dirty_bytes == sum(i.dirty_bytes for i in inodes)

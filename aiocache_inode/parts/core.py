@@ -266,7 +266,9 @@ class InodeCore:
 
     def _lookup_hit(self, offset: int) -> tuple[int, int, memoryview, int] | None:
         """Find the cached segment holding ``offset`` and remember it for the next hit."""
-        cmap = self._cache._map
+        # Hot path: the cache map's SortedDict, read directly (a method call per bisect would
+        # cost more than the bisect).
+        cmap = self._cache._map  # noqa: SLF001
         i = cmap.bisect_right(offset) - 1
         if i < 0:
             return None
@@ -290,7 +292,7 @@ class InodeCore:
         ``out[0]`` is file offset ``base``; the result is ``end`` when all was cached.
         Synchronous. Complexity: O(log n + k); k segments copied.
         """
-        cmap = self._cache._map
+        cmap = self._cache._map  # noqa: SLF001 (hot path, as in _lookup_hit)
         pool_view = self._svc.pool.view
         i = cmap.bisect_right(pos) - 1
         if i < 0:
@@ -411,9 +413,9 @@ class InodeCore:
             pool.free(pool_offset, length)
             return
         end = pool_offset + length
-        for s, e in self._pins._map.gaps(pool_offset, end):
+        for s, e in self._pins.unreferenced(pool_offset, end):
             pool.free(s, e - s)
-        for s, e, _count in self._pins._map.clipped(pool_offset, end):
+        for s, e in self._pins.referenced(pool_offset, end):
             self._deferred_free.insert(s, e, True)
 
     def _writeback_op_in(self, start: int, end: int) -> Op | None:

@@ -193,6 +193,13 @@ class CacheStore:
     # ------------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> CacheStore:
+        """Start the task group and, with ``background``, the evictor and the flusher.
+
+        Checkpoint: only what entering an anyio task group does. Cancellation: not running.
+
+        Raises:
+            CacheError: the store was entered before.
+        """
         if self._closed or self._svc.running:
             raise CacheError("a CacheStore can be entered once")
         tg = anyio.create_task_group()
@@ -225,6 +232,7 @@ class CacheStore:
                 lost with the store, so this is loud.
         """
         failures: list[str] = []
+        ranges: list[Range] = []
         with anyio.CancelScope(shield=True):
             for key, inode in list(self._inodes.items()):
                 if inode.closed:
@@ -233,6 +241,7 @@ class CacheStore:
                     await inode.write_out()
                 except CacheError as e:
                     failures.append(f"{key!r}: {e}")
+                    ranges.extend(getattr(e, "ranges", ()))
             for inode in list(self._inodes.values()):
                 if inode.inode_id in self._owned_backings and not inode.closed:
                     aclose = getattr(inode.backing, "aclose", None)
@@ -254,7 +263,7 @@ class CacheStore:
             self._metrics.unregister()
         self._pool.close()
         if failures and exc is None:
-            raise WritebackError("write-back failed on close: " + "; ".join(failures))
+            raise WritebackError("write-back failed on close: " + "; ".join(failures), ranges)
         if failures:
             log.error("write-back failed on close: %s", "; ".join(failures))
         return None
@@ -705,6 +714,10 @@ class CacheStore:
 
     async def sync(self) -> None:
         """``write_out`` every resident inode.
+
+        Checkpoint: when any inode is resident.
+        Cancellation: stops between inodes (and, inside one, between runs); what was not written
+        stays dirty.
 
         Raises:
             WritebackError: some data could not be written back (named; it stays dirty).

@@ -82,13 +82,17 @@ class Op:
         self.kind = kind
         self.start = start
         self.end = end
+        # Immutable after __init__ (kind, start, end). The rest is loop-atomic: written by the
+        # task running the op and by truncate/invalidation, read by its waiters.
         # Pool extents reserved for a FILL, in file order; they cover [start, end) exactly.
         self.extents: list[tuple[int, int]] = []
         # Set by a truncate or invalidation: discard the fill's pages instead of caching them.
         self.invalid = False
+        # A readahead fill (counted against readahead_cap; its pages are remembered as unused).
         self.speculative = False
         # The backing failure that ended the op, if any (a cancelled op records None).
         self.error: BaseException | None = None
+        # Set when the op completes, whatever the outcome.
         self.event = anyio.Event()
 
 
@@ -166,6 +170,8 @@ class InodeCore:
         self._key_base = inode_id << KEY_SHIFT
         self._backing = backing
 
+        # Serializes writers, the attribute setters, truncate and allocate (the lock order is
+        # in inode.py).
         self._attr_lock = anyio.Lock()
         # Cached attributes. Protected by: _attr_lock, except size (below).
         self._attrs = attrs
@@ -186,13 +192,16 @@ class InodeCore:
         self._pending_mc = 0
         self._pending_usage = 0
 
+        # Guards the mapping set.
         self._map_lock = anyio.Lock()
         # Who maps which file range. Protected by: _map_lock.
         self._maps = MappingSet()
 
+        # Shared by write-backs, exclusive around size changes and wholesale drops (inode.py).
         self._data_lock = RWLock()
-        # File range -> pool offset; dirty ranges (keep flag); I/O in flight. Changed only in
-        # synchronous sections; see the lock-order comment for what _data_lock adds.
+        # File range -> pool offset; dirty ranges (keep flag); I/O in flight. Protected by:
+        # loop atomicity (changed only in synchronous sections); _data_lock exclusive keeps
+        # write-backs out while a size change or a wholesale drop rewrites them.
         self._cache = CacheMap(
             services.pool.arena_size, chunk_shift=CHUNK_SHIFT, on_chunk=self._chunk_changed
         )
@@ -204,6 +213,7 @@ class InodeCore:
         self._inflight: SegmentMap[Op] = SegmentMap(can_merge=lambda a, _n, b: a is b)
         # Pool ranges pinned by live views (counts), and pool ranges dropped from the cache
         # while pinned: freed when the last pin goes (so a view never sees reused memory).
+        # Protected by: loop atomicity.
         self._pins = RefCountSet()
         self._deferred_free: SegmentMap[bool] = SegmentMap()
         # Host-FD mode: page refs on the backing file and the internal mmaps (map_internal).
@@ -213,27 +223,34 @@ class InodeCore:
         # Readahead state: where a sequential reader goes next, the current window, the offset
         # whose read starts the next asynchronous window, and how far readahead has been issued.
         # A new file read from its start counts as sequential (the common whole-object read).
+        # Protected by: loop atomicity (hits update them without a lock).
         self._ra_next = 0
         self._ra_window = 0
         self._ra_trigger = MAX_OFFSET
         self._ra_reserved_end = 0
         # Ranges filled by readahead that no read has used yet (wasted if dropped unused).
+        # Protected by: loop atomicity.
         self._ra_unused: SegmentMap[bool] = SegmentMap()
         # The cached segment the last hit used: (file start, file end, arena view, offset of
         # the start in it). Any drop of cached pages forgets it (extents may be reused).
+        # Protected by: loop atomicity.
         self._hit: tuple[int, int, memoryview, int] | None = None
         # Pool pages set aside for appends in write-back mode (offset, length): a run of 4 KiB
         # appends then takes its pages from one allocation and its cache segment grows in
-        # place. Counted in usage; given back by truncate, eviction and release.
+        # place. Counted in usage; given back by truncate, eviction and release. Protected by:
+        # loop atomicity (taken and given back in synchronous sections).
         self._append: tuple[int, int] | None = None
         self._append_last = 0
 
-        # Byte counts last reported to the store's totals (the store sums deltas).
+        # Byte counts last reported to the store's totals (the store sums deltas). Protected by:
+        # loop atomicity (only _report writes them).
         self._reported_cached = 0
         self._reported_dirty = 0
         self._reported_mapped = 0
         # svc.monotonic() when the inode last went from clean to dirty (the flusher's age).
+        # Protected by: loop atomicity (only _report writes it).
         self._dirtied_at: float | None = None
+        # Set once by release, retirement or the store's exit; never cleared. Loop-atomic.
         self._closed = False
 
     @property

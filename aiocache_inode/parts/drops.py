@@ -117,7 +117,10 @@ class Drops:
         await anyio.lowlevel.checkpoint()
 
     async def writeback_unmapped(self, start: int, end: int) -> None:
-        """Write back the unmapped dirty parts of ``[start, end)``. Checkpoint: when dirty."""
+        """Write back the unmapped dirty parts of ``[start, end)``.
+
+        Checkpoint: when dirty. Cancellation: what was not written stays dirty.
+        """
         ino = self._ino
         for r in ino._maps.unmapped_ranges(start, end):
             await self._runs.write_back(r.start, r.end)

@@ -47,7 +47,11 @@ class Fills:
         ino._ra_next = end
 
     async def read_slow(self, offset: int, end: int, out: memoryview) -> int:
-        """The read path for anything not a single-segment hit. Checkpoint: yes."""
+        """The read path for anything not a single-segment hit.
+
+        Checkpoint: yes. Cancellation: ``out`` may hold part of the data; a fill this reader
+        runs is discarded, a fill it waits for goes on.
+        """
         ino = self._ino
         svc = ino._svc
         counters = svc.counters
@@ -100,7 +104,10 @@ class Fills:
 
         A sequential reader also starts readahead beyond it (asynchronously); a random one
         fills only the pages it asked for. Returns 0 to make the caller re-scan, or the bytes
-        copied by a direct read when the pool has no room. Checkpoint: yes.
+        copied by a direct read when the pool has no room.
+
+        Checkpoint: yes. Cancellation: the fill, once recorded, completes with nothing cached
+        (its waiters re-scan); ``out`` may hold part of a direct read.
         """
         ino = self._ino
         svc = ino._svc
@@ -294,6 +301,8 @@ class Fills:
 
         Returns the bytes covered (always ``want`` unless an exception propagates). A zero
         count is EOF, never a loop.
+
+        Checkpoint: yes. Cancellation: the views may hold part of the data.
         """
         ino = self._ino
         done = 0

@@ -163,7 +163,11 @@ class WritebackRuns:
             raise BackingError(f"sync failed: {exc}") from exc
 
     async def write_dirty_pages_and_attrs_locked(self) -> None:
-        """Requires: _attr_lock held."""
+        """Write back every dirty byte, then the dirty attributes (``write_out`` without the sync).
+
+        Checkpoint: when anything is dirty. Cancellation: what was not written stays dirty and
+        the attribute mask stays set. Requires: _attr_lock held.
+        """
         ino = self._ino
         await self.write_back(0, MAX_OFFSET)
         if ino._dirty_attr:

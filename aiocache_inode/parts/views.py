@@ -135,6 +135,7 @@ class View:
         self._views: list[memoryview] = []
 
     async def __aenter__(self) -> list[memoryview]:
+        """Map, translate and pin the range. Checkpoint: always. Cancellation: nothing mapped."""
         inode = self._inode
         inode._check_open()
         end = min(self._offset + self._length, inode._size)
@@ -167,6 +168,7 @@ class View:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Release the views, unpin, unmap. Checkpoint: always. Cancellation: shielded unmap."""
         for v in self._views:
             v.release()
         self._views.clear()

@@ -119,7 +119,12 @@ class Writes:
         return pool.view(pool_off, need)
 
     async def write_step(self, pos: int, end: int, src: memoryview, base: int) -> int:
-        """Apply the piece of the write at ``pos``; return the new position. Checkpoint: maybe."""
+        """Apply the piece of the write at ``pos``; return the new position.
+
+        Checkpoint: when it waits or does I/O. Cancellation: the bytes before the returned
+        position are applied, nothing after (a write-through already sent completes).
+        Requires: _attr_lock held.
+        """
         ino = self._ino
         op = ino._op_at(pos)
         if op is not None:
@@ -155,6 +160,10 @@ class Writes:
         Returns the new position, or None to fall back to write-through (no room in the pool).
         A partial first or last page that lies inside the file is filled from the backing
         first (the caller re-scans and then copies into the now cached page).
+
+        Checkpoint: when it fills a page or waits for room. Cancellation: nothing cached yet,
+        or the whole gap cached and dirty (the copy is synchronous).
+        Requires: _attr_lock held.
         """
         ino = self._ino
         size = ino._size
@@ -202,7 +211,11 @@ class Writes:
         return end
 
     async def fill_page_locked(self, page: int) -> None:
-        """Fill one page inside the file before a partial write-back-mode write to it."""
+        """Fill one page inside the file before a partial write-back-mode write to it.
+
+        Checkpoint: yes. Cancellation: the fill finishes or is discarded; nothing written.
+        Requires: _attr_lock held.
+        """
         err = await self._fills.ensure_cached(page, page + PAGE_SIZE, page + PAGE_SIZE)
         if err is not None:
             raise BackingError(f"read-modify-write fill at {page} failed: {err}") from err
@@ -213,6 +226,9 @@ class Writes:
         The op covers the whole pages the bytes touch, so every in-flight op is page-granular:
         a fill next to it then stops at a page boundary and can never overlap it. Those pages
         are uncached (the cache is page-granular and ``pos`` lies in a gap).
+
+        Checkpoint: yes. Cancellation: the requests are shielded, so what was sent completes
+        and the size follows it. Requires: _attr_lock held.
         """
         ino = self._ino
         op = Op(WRITE, page_round_down(pos), page_round_up(end))

@@ -20,6 +20,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # The default profile is fast; test-slow runs the long hypothesis profile once, bounded, spread
 # over the cores (its tests are a few long state machines, so work stealing balances them).

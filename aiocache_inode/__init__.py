@@ -1,16 +1,21 @@
 """aiocache_inode: caching inodes over one byte-budgeted memory pool, on anyio.
 
-General layout, bottom up (each layer imports only the ones above it in this list):
+General layout, bottom up (each layer imports only the ones above it in this list, type-only
+imports included; ``make lint`` checks it with import-linter, see ``pyproject.toml``):
 
-- ``ranges``, ``errors``, ``attrs``, ``stats``: values, exceptions, counters.
+- ``ranges``; ``errors``, ``attrs``, ``stats``, ``tunables``, ``chunks``: values, exceptions,
+  counters, the knobs, the policy-key arithmetic.
 - ``segments``: the one ordered range map; ``cache``, ``dirty``, ``mappings``, ``refs`` on it.
-- ``memory``: the pool of anonymous-mmap arenas; ``locks``: the reader-writer lock;
-  ``policies``: replacement policies by name.
-- ``backing``: the BackingFile protocol and its implementations.
-- ``inode``: CachingInode (the lock order is stated there, once).
-- ``eviction``, ``writeback``: the store's background tasks; ``metrics``: Prometheus.
+- ``pool``: the pool of anonymous-mmap arenas; ``locks``: the reader-writer lock; ``policies``:
+  replacement policies by name; ``backing``: the BackingFile protocol and its implementations.
+- ``services``: the seam, what a store lends its inodes and what it may ask of them.
+- ``parts``: the concerns of one inode (fills, writes, write-back runs, views, attributes,
+  drops, the host-FD mapper) over their shared core.
+- ``inode``: CachingInode, the table of contents (the lock order is stated there, once).
+- ``eviction``, ``writeback``: the Evictor and the Flusher; ``metrics``: Prometheus.
 - ``store``: CacheStore, which owns all of it.
-- ``testing``: fault-injecting helpers and model-based state machines for backend authors.
+- ``asgi``, ``testing``: the gateway adapter; fault-injecting helpers and model-based state
+  machines for backend authors.
 """
 
 from .attrs import AttrMask as AttrMask

@@ -17,15 +17,17 @@ import anyio
 from .errors import CacheError
 
 if TYPE_CHECKING:
-    from .store import CacheStore
+    from collections.abc import Awaitable, Callable
+
+    from .stats import Counters
 
 __all__ = [
     "BudgetPressure",
     "CgroupPressure",
+    "Evictor",
     "PressureSource",
     "PsiPressure",
     "own_cgroup_dir",
-    "run_evictor",
 ]
 
 log = logging.getLogger(__name__)
@@ -164,24 +166,46 @@ class PsiPressure:
         return int(usage * (1 - self.step))
 
 
-async def run_evictor(store: CacheStore) -> None:
-    """The store's background eviction task; runs until cancelled.
+@final
+class Evictor:
+    """The store's background eviction task and its wake-up.
 
-    Checkpoint: always (it loops on waits).
-    Cancellation: stops between chunks; a chunk being written back stays dirty and cached.
+    Args:
+        poll_interval: seconds between polls of the pressure sources when nobody wakes it.
     """
-    t = store._tunables
-    while True:
-        with anyio.move_on_after(t.pressure_poll_interval):
-            await store._evict_wakeup.wait()
-        store._evict_wakeup = anyio.Event()
-        target = store._pressure_target()
-        if target is None:
-            continue
-        store._counters.eviction_runs += 1
-        try:
-            await store._evict_to(target, "pressure")
-        except CacheError as exc:
-            log.warning("eviction stopped: %s", exc)
-        store._evict_progress.set()
-        store._evict_progress = anyio.Event()
+
+    __slots__ = ("_interval", "_wakeup")
+
+    def __init__(self, poll_interval: float) -> None:
+        # Immutable after __init__.
+        self._interval = poll_interval
+        # Set to run a pass now; replaced by the task after each wake-up. Loop-atomic.
+        self._wakeup = anyio.Event()
+
+    def wake(self) -> None:
+        """Run a pass now rather than at the next poll. Synchronous."""
+        self._wakeup.set()
+
+    async def run(
+        self,
+        target: Callable[[], int | None],
+        evict_to: Callable[[int, str], Awaitable[int]],
+        counters: Counters,
+    ) -> None:
+        """Evict to ``target()`` (when it is not None) at every wake-up; runs until cancelled.
+
+        Checkpoint: always (it loops on waits).
+        Cancellation: stops between chunks; a chunk being written back stays dirty and cached.
+        """
+        while True:
+            with anyio.move_on_after(self._interval):
+                await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            goal = target()
+            if goal is None:
+                continue
+            counters.eviction_runs += 1
+            try:
+                await evict_to(goal, "pressure")
+            except CacheError as exc:
+                log.warning("eviction stopped: %s", exc)

@@ -19,11 +19,12 @@ from .errors import CacheError
 from .stats import BACKING_OPS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from prometheus_client.metrics_core import Metric
 
-    from .store import CacheStore
+    from .stats import StoreStatistics
+    from .tunables import Tunables
 
 __all__ = ["PREFIX", "StoreMetrics"]
 
@@ -38,16 +39,16 @@ _DURATION_BUCKETS = (
 class _StoreCollector(Collector):
     """Reads the store's counters and usage at scrape time."""
 
-    def __init__(self, store: CacheStore) -> None:
-        self._store = store
+    def __init__(self, statistics: Callable[[], StoreStatistics], tunables: Tunables) -> None:
+        self._statistics = statistics
+        self._tunables = tunables
 
     def describe(self) -> list[Metric]:
         # Describing by collecting lets the registry detect name clashes at registration.
         return list(self.collect())
 
     def collect(self) -> Iterator[Metric]:
-        store = self._store
-        s = store.statistics()
+        s = self._statistics()
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(PREFIX + name, doc, value=value)
@@ -69,7 +70,7 @@ class _StoreCollector(Collector):
         yield gauge(
             "dirty_limit_bytes",
             "Dirty bytes above which writers are throttled.",
-            store.tunables.dirty_limit_bytes,
+            self._tunables.dirty_limit_bytes,
         )
         yield gauge("memory_limit_bytes", "The pool's byte budget.", s.memory_limit)
         yield gauge("usage_bytes", "Pool bytes held: cached, being filled, pinned.", s.usage)
@@ -120,13 +121,23 @@ class _StoreCollector(Collector):
 class StoreMetrics:
     """The Prometheus side of one store; registered on creation, unregistered on close.
 
+    Args:
+        statistics: the store's ``statistics()``, called at every scrape.
+        tunables: the store's resolved tunables.
+        registry: where to register (None: prometheus_client's global registry).
+
     Raises:
         CacheError: the registry already has these series (two live stores on one registry).
     """
 
-    def __init__(self, store: CacheStore, registry: CollectorRegistry | None) -> None:
+    def __init__(
+        self,
+        statistics: Callable[[], StoreStatistics],
+        tunables: Tunables,
+        registry: CollectorRegistry | None,
+    ) -> None:
         self.registry = REGISTRY if registry is None else registry
-        self._collector = _StoreCollector(store)
+        self._collector = _StoreCollector(statistics, tunables)
         try:
             self.registry.register(self._collector)
         except ValueError as exc:

@@ -65,14 +65,13 @@ class RefCountSet:
                 released.append((s, e))
         return released
 
-    def count_at(self, offset: int) -> int:
-        """The count at ``offset`` (0 when unreferenced). Complexity: O(log n)."""
-        seg = self._map.find(offset)
-        return 0 if seg is None else seg[2]
+    def unreferenced(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The sub-ranges of ``[start, end)`` with no reference. Complexity: O(log n + k)."""
+        return list(self._map.gaps(start, end))
 
-    def is_referenced(self, start: int, end: int) -> bool:
-        """Whether any offset of ``[start, end)`` holds a reference. Complexity: O(log n)."""
-        return start < end and next(iter(self._map.overlapping(start, end)), None) is not None
+    def referenced(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The sub-ranges of ``[start, end)`` holding a reference. Complexity: O(log n + k)."""
+        return [(s, e) for s, e, _count in self._map.clipped(start, end)]
 
     def check_invariants(self) -> None:
         """Raise AssertionError unless every count is positive and the map is well formed."""

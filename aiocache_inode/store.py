@@ -18,15 +18,17 @@ import anyio
 import anyio.abc
 
 from .attrs import now_ns
-from .chunks import CHUNK_SHIFT, KEY_SHIFT
+from .chunks import KEY_SHIFT, split_key
 from .errors import CacheError, ClosedError, NotFoundError, WritebackError
-from .eviction import BudgetPressure, PressureSource, run_evictor
+from .eviction import BudgetPressure, Evictor, PressureSource
 from .inode import CachingInode
 from .policies import S3FIFO_MAX_FREQ, make_policy
 from .pool import MemoryPool
+from .ranges import MAX_OFFSET
+from .services import StoreServices
 from .stats import Counters, StoreStatistics
 from .tunables import TUNABLE_NAMES, Tunables
-from .writeback import balance_dirty, run_flusher
+from .writeback import Flusher
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
@@ -50,19 +52,30 @@ _SCAN = 64
 
 @final
 class _OpenInode:
-    """``async with store.open(key, backing) as inode``."""
+    """``async with store.open(key, backing) as inode``.
 
-    __slots__ = ("_backing", "_inode", "_key", "_store")
+    Holds the store's two table operations, bound: ``enter`` finds or makes the inode and
+    counts the holder, ``leave`` uncounts it (and retires the inode if it is idle).
+    """
 
-    def __init__(self, store: CacheStore, key: Hashable, backing: Any) -> None:
-        self._store = store
+    __slots__ = ("_backing", "_enter", "_inode", "_key", "_leave")
+
+    def __init__(
+        self,
+        enter: Callable[[Hashable, Any], Awaitable[CachingInode]],
+        leave: Callable[[CachingInode], None],
+        key: Hashable,
+        backing: Any,
+    ) -> None:
+        # Immutable after __init__, but for _inode (the inode while the block runs).
+        self._enter = enter
+        self._leave = leave
         self._key = key
         self._backing = backing
         self._inode: CachingInode | None = None
 
     async def __aenter__(self) -> CachingInode:
-        inode = await self._store._get_or_create(self._key, self._backing)
-        inode._users += 1
+        inode = await self._enter(self._key, self._backing)
         self._inode = inode
         return inode
 
@@ -75,8 +88,7 @@ class _OpenInode:
         inode = self._inode
         if inode is not None:
             self._inode = None
-            inode._users -= 1
-            self._store._retire_if_idle(inode)
+            self._leave(inode)
 
 
 @final
@@ -120,70 +132,89 @@ class CacheStore:
         self._memory_limit = memory_limit
         self._tunables = Tunables(**tunables).resolved(memory_limit)
         t = self._tunables
-        self._write_back = bool(write_back)
-        self._clock = clock
         # Immutable after __init__.
-        self._monotonic = monotonic
+        self._write_back = bool(write_back)
         self._background = bool(background)
-        self._noatime = t.noatime
         self._pool = MemoryPool(arena_size=t.arena_size, warm_bytes=t.pool_warm_bytes)
         self._policy = make_policy(t.policy)
-        # Policy keys reclaim has popped and is still working on (a write-back may be in
-        # flight): out of the policy so no other pass picks them, back in (or gone with their
-        # chunk) when reclaim is done, whatever happens to it. Loop-atomic.
-        # Invariant: policy keys | _reclaiming == chunks with cached pages, at every await.
-        self._reclaiming: set[int] = set()
         self._budget = BudgetPressure(t.high_watermark, t.low_watermark)
-        # Usage above which finished fills wake the evictor (the high watermark, in bytes).
-        self._evict_above = int(t.high_watermark * memory_limit)
         self._pressure: list[PressureSource] = list(pressure or [])
         self._counters = Counters()
-        # Copied out of the tunables for the write fast path.
-        self._dirty_limit = t.dirty_limit_bytes
-        self._dirty_background = t.dirty_background_bytes
-        self._hit_yield_every = t.hit_yield_every
-        self._hit_credit = t.hit_yield_every
-        # Totals the inodes push deltas into (inode._report).
-        self._cached_bytes = 0
-        self._dirty_bytes = 0
-        self._mapped_bytes = 0
-        self._readahead_inflight = 0
+        self._evictor = Evictor(t.pressure_poll_interval)
+        # What every inode of this store gets (services.py): the pool, policy, counters,
+        # totals, and this store's budget, throttling, task and metrics hooks, pre-bound.
+        self._svc = StoreServices(
+            pool=self._pool,
+            policy=self._policy,
+            counters=self._counters,
+            tunables=t,
+            memory_limit=memory_limit,
+            write_back=self._write_back,
+            clock=clock,
+            monotonic=monotonic,
+            reserve_nowait=self._reserve_nowait,
+            wait_for_room=self._wait_for_room,
+            balance_dirty=self._balance_dirty,
+            wake_evictor=self._evictor.wake,
+            wake_flusher=self._wake_flusher,
+            spawn=self._spawn,
+            backing_call=self._backing_call,
+            observe_writeback=self._observe_writeback,
+            retire_if_idle=self._retire_id,
+            released=self._released,
+        )
+        # Policy keys reclaim has popped and is still working on: the services' set, shared
+        # with the inodes (see StoreServices.reclaiming). Loop-atomic.
+        self._reclaiming = self._svc.reclaiming
+        self._flusher = Flusher(self._svc, self._inodes_now, background=self._background)
         # The inode table. Resident inodes, by key and by id (policy keys carry the id).
+        # Loop-atomic.
         self._inodes: dict[Hashable, CachingInode] = {}
         self._by_id: dict[int, CachingInode] = {}
         self._opening: dict[Hashable, anyio.Event] = {}
+        # Open handles (store.open) per inode id: a held inode is never retired. Loop-atomic.
+        self._users: dict[int, int] = {}
         # Ids of inodes whose backing the store made (from a factory): it closes them.
         self._owned_backings: set[int] = set()
         self._ids = itertools.count(1)
-        # Background tasks and their wake-ups.
+        # The background task group; None outside ``async with``.
         self._tg: anyio.abc.TaskGroup | None = None
-        self._running = False
         self._closed = False
-        self._evict_wakeup = anyio.Event()
-        self._evict_progress = anyio.Event()
-        self._flush_wakeup = anyio.Event()
-        self._flush_progress = anyio.Event()
-        self._flush_progress_bytes = 0
         self._metrics: StoreMetrics | None = None
         if registry is not False:
             from .metrics import StoreMetrics
 
-            self._metrics = StoreMetrics(self, None if registry is True else registry)
+            self._metrics = StoreMetrics(
+                self.statistics, self._tunables, None if registry is True else registry
+            )
 
     # ------------------------------------------------------------------------------------------
     # Lifecycle
     # ------------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> CacheStore:
-        if self._closed or self._running:
+        """Start the task group and, with ``background``, the evictor and the flusher.
+
+        Checkpoint: only what entering an anyio task group does. Cancellation: not running.
+
+        Raises:
+            CacheError: the store was entered before.
+        """
+        if self._closed or self._svc.running:
             raise CacheError("a CacheStore can be entered once")
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
-        self._running = True
+        self._svc.running = True
         if self._background:
-            tg.start_soon(run_evictor, self, name="aiocache_inode evictor")
-            tg.start_soon(run_flusher, self, name="aiocache_inode flusher")
+            tg.start_soon(
+                self._evictor.run,
+                self._pressure_target,
+                self._evict_to,
+                self._counters,
+                name="aiocache_inode evictor",
+            )
+            tg.start_soon(self._flusher.run, name="aiocache_inode flusher")
         return self
 
     async def __aexit__(
@@ -201,20 +232,22 @@ class CacheStore:
                 lost with the store, so this is loud.
         """
         failures: list[str] = []
+        ranges: list[Range] = []
         with anyio.CancelScope(shield=True):
             for key, inode in list(self._inodes.items()):
-                if inode._closed:
+                if inode.closed:
                     continue
                 try:
                     await inode.write_out()
                 except CacheError as e:
                     failures.append(f"{key!r}: {e}")
+                    ranges.extend(getattr(e, "ranges", ()))
             for inode in list(self._inodes.values()):
-                if inode._id in self._owned_backings and not inode._closed:
-                    aclose = getattr(inode._backing, "aclose", None)
+                if inode.inode_id in self._owned_backings and not inode.closed:
+                    aclose = getattr(inode.backing, "aclose", None)
                     if aclose is not None:
-                        await self._close_backing(aclose, inode._key)
-        self._running = False
+                        await self._close_backing(aclose, inode.key)
+        self._svc.running = False
         tg = self._tg
         assert tg is not None
         tg.cancel_scope.cancel()
@@ -223,14 +256,14 @@ class CacheStore:
         self._tg = None
         self._closed = True
         for inode in list(self._inodes.values()):
-            inode._closed = True
+            inode.abandon()
         self._inodes.clear()
         self._by_id.clear()
         if self._metrics is not None:
             self._metrics.unregister()
         self._pool.close()
         if failures and exc is None:
-            raise WritebackError("write-back failed on close: " + "; ".join(failures))
+            raise WritebackError("write-back failed on close: " + "; ".join(failures), ranges)
         if failures:
             log.error("write-back failed on close: %s", "; ".join(failures))
         return None
@@ -260,16 +293,16 @@ class CacheStore:
         hash(key)
         if not (callable(backing) or hasattr(backing, "read_into")):
             raise TypeError("backing must be a BackingFile or an async callable returning one")
-        return _OpenInode(self, key, backing)
+        return _OpenInode(self._enter, self._unhold, key, backing)
 
     async def _get_or_create(self, key: Hashable, backing: Any) -> CachingInode:
         from .errors import BackingError
 
         while True:
-            if not self._running:
+            if not self._svc.running:
                 raise ClosedError("the store is not running")
             inode = self._inodes.get(key)
-            if inode is not None and not inode._closed:
+            if inode is not None and not inode.closed:
                 await anyio.lowlevel.checkpoint()
                 if self._inodes.get(key) is inode:
                     return inode
@@ -300,7 +333,7 @@ class CacheStore:
             except Exception as exc:
                 raise BackingError(f"reading attributes of {key!r} failed: {exc}") from exc
             inode_id = next(self._ids)
-            inode = CachingInode(self, key, inode_id, b, attrs)
+            inode = CachingInode(self._svc, key, inode_id, b, attrs)
             self._inodes[key] = inode
             self._by_id[inode_id] = inode
             if b is not backing:
@@ -359,17 +392,40 @@ class CacheStore:
         await inode.write_out()
         await inode.release()
 
-    def _inode_released(self, inode: CachingInode) -> None:
+    def _released(self, inode_id: int) -> None:
         """Take a closed inode out of the table; close its backing if the store made it."""
-        if self._inodes.get(inode._key) is inode:
-            del self._inodes[inode._key]
-        self._by_id.pop(inode._id, None)
-        inode._report()
-        if inode._id in self._owned_backings:
-            self._owned_backings.discard(inode._id)
-            aclose = getattr(inode._backing, "aclose", None)
+        inode = self._by_id.pop(inode_id, None)
+        if inode is None:
+            return
+        if self._inodes.get(inode.key) is inode:
+            del self._inodes[inode.key]
+        if inode_id in self._owned_backings:
+            self._owned_backings.discard(inode_id)
+            aclose = getattr(inode.backing, "aclose", None)
             if aclose is not None and self._tg is not None:
-                self._tg.start_soon(self._close_backing, aclose, inode._key)
+                self._tg.start_soon(self._close_backing, aclose, inode.key)
+
+    async def _enter(self, key: Hashable, backing: Any) -> CachingInode:
+        """An open handle takes the inode of ``key``: it stays resident until the handle leaves.
+
+        Checkpoint: always. Cancellation: nothing is held.
+        """
+        inode = await self._get_or_create(key, backing)
+        self._users[inode.inode_id] = self._users.get(inode.inode_id, 0) + 1
+        return inode
+
+    def _unhold(self, inode: CachingInode) -> None:
+        """An open handle left ``inode``: retire it if nobody else holds it and it is idle."""
+        n = self._users.get(inode.inode_id, 0) - 1
+        if n > 0:
+            self._users[inode.inode_id] = n
+        else:
+            self._users.pop(inode.inode_id, None)
+        self._retire_if_idle(inode)
+
+    def _inodes_now(self) -> list[CachingInode]:
+        """The resident inodes (a snapshot: the flusher awaits while it walks them)."""
+        return list(self._inodes.values())
 
     @staticmethod
     async def _close_backing(aclose: Callable[[], Awaitable[None]], key: Hashable) -> None:
@@ -388,20 +444,15 @@ class CacheStore:
         kept it gets ``ClosedError``), so the next ``open`` of the key makes a fresh inode.
         Synchronous. Complexity: O(1).
         """
-        if inode._users or inode._closed or not inode._retirable():
+        if self._users.get(inode.inode_id) or not inode.try_retire():
             return
-        inode._closed = True
-        # The cache map's callback is the one reference cycle an inode has: break it, so the
-        # object is freed at once by reference counting rather than by the cyclic collector
-        # (which, with thousands of retired inodes, cost more than opening them).
-        inode._cache.detach()
-        self._inode_released(inode)
+        self._released(inode.inode_id)
 
-    def _policy_keys_of(self, inode: CachingInode) -> Iterator[int]:
-        """This inode's keys in the policy or held by reclaim. Complexity: O(n)."""
-        base = inode._id
-        keys = [*self._policy.keys(), *self._reclaiming]
-        return (k for k in keys if k >> KEY_SHIFT == base)
+    def _retire_id(self, inode_id: int) -> None:
+        """:meth:`_retire_if_idle` by id (the inodes' service). Synchronous."""
+        inode = self._by_id.get(inode_id)
+        if inode is not None:
+            self._retire_if_idle(inode)
 
     # ------------------------------------------------------------------------------------------
     # Budget
@@ -420,17 +471,17 @@ class CacheStore:
     @property
     def dirty_bytes(self) -> int:
         """Bytes of dirty data over all inodes."""
-        return self._dirty_bytes
+        return self._svc.dirty_bytes
 
     @property
     def cached_bytes(self) -> int:
         """Bytes of cached file data over all inodes."""
-        return self._cached_bytes
+        return self._svc.cached_bytes
 
     @property
     def pinned_bytes(self) -> int:
         """Bytes of file ranges mapped by views (never evicted)."""
-        return self._mapped_bytes
+        return self._svc.mapped_bytes
 
     @property
     def tunables(self) -> Tunables:
@@ -443,7 +494,8 @@ class CacheStore:
         return self._write_back
 
     def _victim_inode(self, key: int) -> tuple[CachingInode | None, int]:
-        return self._by_id.get(key >> KEY_SHIFT), key & ((1 << KEY_SHIFT) - 1)
+        inode_id, idx = split_key(key)
+        return self._by_id.get(inode_id), idx
 
     def _reserve_nowait(self, nbytes: int) -> bool:
         """Make room for ``nbytes`` by dropping clean, unpinned, idle chunks in policy order.
@@ -460,7 +512,7 @@ class CacheStore:
 
         def clean(key: int) -> bool:
             inode, idx = self._victim_inode(key)
-            return inode is not None and inode._chunk_evictable(idx, True)
+            return inode is not None and inode.chunk_evictable(idx, clean_only=True)
 
         while pool.used_bytes + nbytes > limit:
             key = policy.pop_victim(clean)
@@ -469,7 +521,7 @@ class CacheStore:
             inode, idx = self._victim_inode(key)
             if inode is None:
                 continue
-            inode._drop_nowait(idx << CHUNK_SHIFT, (idx + 1) << CHUNK_SHIFT, "pressure")
+            inode.drop_chunk_nowait(idx, "pressure")
             self._return_victim(key)
         self._wake_evictor()
         return pool.used_bytes + nbytes <= limit
@@ -516,7 +568,7 @@ class CacheStore:
 
         def evictable(key: int) -> bool:
             inode, idx = self._victim_inode(key)
-            return inode is not None and inode._chunk_evictable(idx, False)
+            return inode is not None and inode.chunk_evictable(idx, clean_only=False)
 
         count = 0
         failed: list[int] = []
@@ -538,7 +590,7 @@ class CacheStore:
                 self._reclaiming.add(key)
                 done = False
                 try:
-                    await inode._evict_chunk(idx, reason)
+                    await inode.evict_chunk(idx, reason)
                     done = True
                 except WritebackError as exc:
                     log.warning("eviction write-back of %r failed: %s", inode.key, exc)
@@ -565,7 +617,7 @@ class CacheStore:
         """
         self._reclaiming.discard(key)
         inode, idx = self._victim_inode(key)
-        if inode is not None and inode._cache.chunk_cached(idx):
+        if inode is not None and inode.chunk_cached(idx):
             self._policy.insert(key)
 
     async def shrink(self, target_bytes: int) -> int:
@@ -584,26 +636,30 @@ class CacheStore:
             raise ValueError(f"invalid shrink target {target_bytes!r}")
         await anyio.lowlevel.checkpoint()
         errors: list[str] = []
-        dirty_before = self._dirty_bytes
+        ranges: list[Range] = []
+        dirty_before = self._svc.dirty_bytes
         await self._evict_to(target_bytes, "shrink")
         if self._pool.used_bytes > target_bytes:
             # Dirty data, or a write-back in flight (its pages are out of the dirty set until
             # it ends, and back in if it fails): write back and wait, to name what failed.
             # Name what could not be written back.
             for inode in list(self._inodes.values()):
-                if inode._closed:
+                if inode.closed:
                     continue
                 try:
-                    await inode._writeback(0, 1 << 62)
+                    await inode.write_back(0, MAX_OFFSET)
                 except WritebackError as exc:
                     errors.append(f"{inode.key!r}: {exc}")
+                    ranges.extend(exc.ranges)
             await self._evict_to(target_bytes, "shrink")
         # A shrink asks for memory back: the free pages kept warm for reuse go too.
         self._pool.drop_warm()
         if errors:
+            left = self._svc.dirty_bytes
             raise WritebackError(
-                f"shrink could not write back {self._dirty_bytes} of {dirty_before} dirty bytes: "
-                + "; ".join(errors)
+                f"shrink could not write back {left} of {dirty_before} dirty bytes: "
+                + "; ".join(errors),
+                ranges,
             )
         return self._pool.used_bytes
 
@@ -629,10 +685,9 @@ class CacheStore:
         Checkpoint: always. Cancellation: stops between runs; unwritten data stays dirty.
         """
         await anyio.lowlevel.checkpoint()
-        from .writeback import flush_pass
-
-        everything = everything or self._over_background_dirty() or self._over_dirty_limit()
-        return await flush_pass(self, everything=everything)
+        svc = self._svc
+        everything = everything or svc.over_background_dirty() or svc.over_dirty_limit()
+        return await self._flusher.flush_pass(everything=everything)
 
     def _pressure_target(self) -> int | None:
         """The usage eviction should bring the pool down to now, or None. Synchronous."""
@@ -648,26 +703,31 @@ class CacheStore:
         return min(targets) if targets else None
 
     def _wake_evictor(self) -> None:
-        self._evict_wakeup.set()
+        self._evictor.wake()
 
     # ------------------------------------------------------------------------------------------
     # Dirty data
     # ------------------------------------------------------------------------------------------
 
-    def _over_background_dirty(self) -> bool:
-        return self._dirty_bytes > self._tunables.dirty_background_bytes
-
-    def _over_dirty_limit(self) -> bool:
-        return self._dirty_bytes > self._tunables.dirty_limit_bytes
+    # The flusher is made after the services (it reads the totals they hold), so the services
+    # get these two store methods rather than its bound methods.
 
     def _wake_flusher(self) -> None:
-        self._flush_wakeup.set()
+        self._flusher.wake()
 
     async def _balance_dirty(self) -> None:
-        await balance_dirty(self)
+        """Throttle a writer over the dirty limit (``Flusher.balance_dirty``).
+
+        Checkpoint: only when throttled. Cancellation: nothing to undo.
+        """
+        await self._flusher.balance_dirty()
 
     async def sync(self) -> None:
         """``write_out`` every resident inode.
+
+        Checkpoint: when any inode is resident.
+        Cancellation: stops between inodes (and, inside one, between runs); what was not written
+        stays dirty.
 
         Raises:
             WritebackError: some data could not be written back (named; it stays dirty).
@@ -675,7 +735,7 @@ class CacheStore:
         failures: list[str] = []
         ranges: list[Range] = []
         for key, inode in list(self._inodes.items()):
-            if inode._closed:
+            if inode.closed:
                 continue
             try:
                 await inode.write_out()
@@ -703,9 +763,9 @@ class CacheStore:
         return StoreStatistics(
             memory_limit=self._memory_limit,
             usage=self._pool.used_bytes,
-            cached_bytes=self._cached_bytes,
-            dirty_bytes=self._dirty_bytes,
-            pinned_bytes=self._mapped_bytes,
+            cached_bytes=self._svc.cached_bytes,
+            dirty_bytes=self._svc.dirty_bytes,
+            pinned_bytes=self._svc.mapped_bytes,
             arena_bytes=self._pool.arena_bytes,
             inodes=len(self._inodes),
             cache_hits=c.cache_hits,
@@ -734,16 +794,13 @@ class CacheStore:
         self._policy.check_invariants()
         inodes = list(self._inodes.values())
         for inode in inodes:
-            inode._check_invariants()
-        assert self._cached_bytes == sum(i._cache.total() for i in inodes)
-        assert self._dirty_bytes == sum(i._dirty.total() + i._writeback_bytes for i in inodes)
-        ids = {i._id for i in inodes}
+            inode._check_invariants()  # noqa: SLF001 (the check of what it owns)
+        svc = self._svc
+        assert svc.cached_bytes == sum(i.cached_bytes for i in inodes)
+        assert svc.dirty_bytes == sum(i.dirty_bytes for i in inodes)
+        ids = {i.inode_id for i in inodes}
         assert not set(self._policy.keys()) & self._reclaiming, "a reclaimed key is in the policy"
         for key in [*self._policy.keys(), *self._reclaiming]:
             assert key >> KEY_SHIFT in ids, f"policy key {key:#x} of no resident inode"
-        ops = {id(op): op for i in inodes for _s, _e, op in i._inflight.segments()}
-        filling = sum(length for op in ops.values() for _off, length in op.extents)
-        deferred = sum(i._deferred_free.total() for i in inodes)
-        appends = sum(i._append[1] for i in inodes if i._append is not None)
-        held = self._cached_bytes + filling + deferred + appends
+        held = sum(i.held_bytes for i in inodes)
         assert self._pool.used_bytes == held, f"pool {self._pool.used_bytes} != held {held}"

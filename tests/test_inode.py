@@ -710,7 +710,7 @@ class TestConcurrency:
             inode = await _inode(s, MemoryBacking(b"y" * P))
             await inode.read(0, P)
             buf = bytearray(100)
-            s._hit_credit = 16
+            s._svc.hit_credit = 16
             if anyio_backend == "trio":
                 import trio.testing
 
@@ -722,15 +722,15 @@ class TestConcurrency:
             else:
                 for _ in range(15):
                     await inode.readinto(0, buf)
-                assert s._hit_credit == 1
+                assert s._svc.hit_credit == 1
                 await inode.readinto(0, buf)
-                assert s._hit_credit == 16
+                assert s._svc.hit_credit == 16
 
     async def test_cached_write_does_not_yield(self, anyio_backend: str) -> None:
         async with store(hit_yield_every=16, write_back=True) as s:
             inode = await _inode(s, MemoryBacking(b"y" * P))
             await inode.read(0, P)
-            s._hit_credit = 16
+            s._svc.hit_credit = 16
             if anyio_backend == "trio":
                 import trio.testing
 
@@ -742,7 +742,7 @@ class TestConcurrency:
             else:
                 for i in range(15):
                     await inode.write(i, b"w")
-                assert s._hit_credit == 1
+                assert s._svc.hit_credit == 1
             assert await inode.read(0, 15) == b"w" * 15
 
     async def test_cancelled_read_leaves_no_trace(self) -> None:

@@ -34,7 +34,7 @@ async def flusher_passes(s: CacheStore, n: int, *, idle: bool = False) -> None:
     """
     with anyio.fail_after(20):
         for _ in range(n if idle else n + 1):
-            await s._flush_progress.wait()
+            await s._flusher.progress.wait()
 
 
 async def wait_until(predicate: Any) -> None:

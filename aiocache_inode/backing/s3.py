@@ -858,7 +858,7 @@ class S3Object:
         """Assert the invariants stated beside the fields (for tests)."""
         assert 0 <= self._base_limit <= self._base_size
         assert self._base_limit <= self._size
-        self._overlay._check_invariants()
+        self._overlay._check_invariants()  # noqa: SLF001 (the check of what it owns)
         for start, data in self._overlay.extents(0, 1 << 63):
             assert start + data.nbytes <= self._size
 

@@ -117,6 +117,7 @@ _LISTINGS: Final = frozenset({"ListObjects", "ListObjectsV2", "ListMultipartUplo
 _KEY_ELEMENTS: Final = re.compile(
     rb"<(Key|Prefix|StartAfter|Marker|NextMarker|KeyMarker|NextKeyMarker)>([^<]*)</\1>"
 )
+_HEX2: Final = re.compile(rb"[0-9A-Fa-f]{2}")
 # Object headers kept from the upstream's HEAD and sent with every GET/HEAD answer.
 _OBJECT_HEADERS: Final = (
     "cache-control",
@@ -409,7 +410,7 @@ class Proxy:
             raise S3Error("ServiceUnavailable", f"Upstream unreachable: {exc}") from exc
         content = response.content
         if r.operation in _LISTINGS and up.prefix and response.status_code == 200:
-            content = self._strip_prefix(content)
+            content = self._strip_prefix(content, url_encoded=query.get("encoding-type") == "url")
         out = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROPPED]
         out.append(("content-length", str(len(content))))
         await ex.start(response.status_code, out)
@@ -424,14 +425,40 @@ class Proxy:
         out = "/" + urllib.parse.quote(f"{bucket}/{self.upstream.prefix}{key}", safe="/~")
         return out + ("?" + version if version else "")
 
-    def _strip_prefix(self, content: bytes) -> bytes:
-        prefix = re.escape(self.upstream.prefix.encode())
+    def _strip_prefix(self, content: bytes, *, url_encoded: bool) -> bytes:
+        prefix = self.upstream.prefix.encode()
 
         def strip(m: re.Match[bytes]) -> bytes:
-            text = re.sub(b"^" + prefix, b"", m.group(2))
+            text = m.group(2)
+            if url_encoded:
+                text = _drop_encoded_prefix(text, prefix)
+            elif text.startswith(prefix):
+                text = text[len(prefix) :]
             return b"<%s>%s</%s>" % (m.group(1), text, m.group(1))
 
         return _KEY_ELEMENTS.sub(strip, content)
+
+
+def _drop_encoded_prefix(text: bytes, prefix: bytes) -> bytes:
+    """``text`` (percent-encoded) without a leading ``prefix``; unchanged if it has none.
+
+    With ``encoding-type=url`` (boto3 asks for it in every listing) the store percent-encodes
+    the names it lists, and stores differ in which characters they encode: Ceph RGW encodes
+    ``/`` as ``%2F``, moto leaves it. So the prefix is matched on the decoded bytes, and only its
+    own characters are cut: the rest is passed on exactly as the store encoded it.
+    """
+    i, decoded = 0, bytearray()
+    while len(decoded) < len(prefix) and i < len(text):
+        if text[i : i + 1] == b"%":
+            digits = text[i + 1 : i + 3]
+            if not _HEX2.fullmatch(digits):
+                return text  # not percent-encoding after all: not ours to touch
+            decoded.append(int(digits, 16))
+            i += 3
+        else:
+            decoded += text[i : i + 1]
+            i += 1
+    return text[i:] if decoded == prefix else text
 
 
 def _s3_error(exc: BackingError) -> S3Error:

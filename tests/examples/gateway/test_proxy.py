@@ -263,6 +263,25 @@ async def test_an_out_of_band_overwrite_is_revalidated_after_the_ttl(
         assert b"NoSuchKey" in r.content
 
 
+async def test_cold_reads_go_upstream_in_large_ranged_gets(
+    gateways: Any, upstream: Endpoint, bucket: str
+) -> None:
+    from examples.object_store_gateway.proxy import PROXY_READAHEAD_REQUEST
+
+    size = 6 * PROXY_READAHEAD_REQUEST
+    data = pattern(size, seed=5)
+    upstream_put(upstream, bucket, "big", data)
+    async with gateways(backend(upstream.url, bucket)) as (gw, _clock):
+        r = await gw.request("GET", f"/{bucket}/big")
+        assert r.content == data
+        proxy: Proxy = gw.app.state.proxy.current
+        obj = proxy._entries["big"].obj
+        # The first read of 64 KiB, then readahead windows cut into requests of at most
+        # PROXY_READAHEAD_REQUEST bytes (the library's 256 KiB default would take 24 or more).
+        assert obj.stats.requests["GetObject"] <= size // PROXY_READAHEAD_REQUEST + 2
+        assert obj.stats.bytes_downloaded == size
+
+
 async def test_two_gateways_stay_coherent_within_the_ttl(
     gateways: Any, upstream: Endpoint, bucket: str
 ) -> None:

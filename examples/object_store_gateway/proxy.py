@@ -306,13 +306,17 @@ class Proxy:
                 if head or end <= start:
                     await ex.send({"type": "http.response.body", "body": b"", "more_body": False})
                     return
+                # A range not all cached goes out as copies: inode.read() fills with readahead
+                # (several ranged GETs in flight), while the zero-copy path pins one window at a
+                # time and fills only that, one round trip to the upstream per window.
+                zero_copy = ex.gw.config.zero_copy if ex.cache_result == "HIT" else False
                 await send_inode_range(
                     ex.send,
                     inode,
                     start,
                     end,
                     more_body_after=False,
-                    zero_copy=ex.gw.config.zero_copy,
+                    zero_copy=zero_copy,
                 )
                 return
         raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns

@@ -42,6 +42,7 @@ WORKLOADS: Final = (
     "embedded",
     "hit_ratio",
     "gateway",
+    "s3_proxy",
 )
 PACKAGES: Final = (
     "aiocache-inode",

@@ -1,7 +1,9 @@
 """A backing wrapper that injects errors, short I/O and latency, reproducibly by seed.
 
 Wrap any backing to test what the cache does when the store misbehaves. The rates are plain
-attributes, so a test can turn faults on for one phase and off for the next.
+attributes, so a test can turn faults on for one phase and off for the next. The optional
+:class:`~aiocache_inode.backing.base.Revalidating` hook is passed through too, so a wrapped
+backing that can change behind the cache is still revalidated.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.lowlevel
 
-from .base import byte_view
+from .base import Revalidating, byte_view
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,7 +34,8 @@ __all__ = ["FaultInjector", "FaultStats"]
 class FaultStats:
     """Counters of what a :class:`FaultInjector` did; tests read them directly."""
 
-    #: Calls made (every backing method but ``fd``), faulted or not.
+    #: Calls made (every backing method but ``fd``, and ``refresh`` over a backing without the
+    #: hook), faulted or not.
     calls: int = 0
     #: Calls that raised the injected ``OSError(EIO)``.
     errors_injected: int = 0
@@ -68,7 +71,9 @@ class FaultInjector:
     otherwise a read or write, with probability ``short_io_rate``, passes ``inner`` only a prefix
     of its buffers (at least one byte and fewer than asked, so never the zero count that means
     end of file) and returns ``inner``'s count. Then it sleeps ``latency`` seconds (if positive)
-    and calls ``inner``.
+    and calls ``inner``. ``refresh`` (the revalidation hook) is faulted the same way when
+    ``inner`` has it; when it has not, ``inner`` is the only writer of its file and ``refresh``
+    answers ``False`` without a draw, as ``CachingInode.revalidate`` would for ``inner`` itself.
 
     The draws happen when the call is made, before any await, and each call makes the same
     draws whatever the rates are, so the same seed and the same sequence of calls give the same
@@ -269,6 +274,34 @@ class FaultInjector:
         """
         await self._delay_or_fail(self._draw_error())
         await self.inner.sync()
+
+    # -- Revalidating ---------------------------------------------------------------------------
+
+    async def refresh(self) -> bool:
+        """``inner.refresh``, perhaps failed (then ``inner`` is not asked); ``False`` without it.
+
+        Without this pass-through the wrapper would hide the hook: ``CachingInode.revalidate``
+        tests the backing it was given, and a wrapped S3Object or LocalFile would look like the
+        only writer of its file and never be revalidated.
+
+        Checkpoint: the latency sleep or an injected error's own, and ``inner.refresh``'s; one
+        of its own when ``inner`` has no hook.
+        Cancellation: during the latency, ``inner`` is not asked; after, as ``inner.refresh``.
+
+        Returns:
+            Whether ``inner``'s file changed behind the cache (always ``False`` when ``inner``
+            has no hook: nothing but this wrapper writes to it).
+
+        Raises:
+            OSError: ``EIO``, injected; or whatever ``inner.refresh`` raises.
+        """
+        inner = self.inner
+        if not isinstance(inner, Revalidating):
+            # No draw: the fault sequence stays what it was before the hook existed.
+            await anyio.lowlevel.checkpoint()
+            return False
+        await self._delay_or_fail(self._draw_error())
+        return await inner.refresh()
 
     async def aclose(self) -> None:
         """Close ``inner`` if it has an ``aclose`` (every backing in this package does).

@@ -1,7 +1,9 @@
-"""Backings for tests: one that cancels its caller at a chosen call, one that answers late.
+"""Backings for tests: cancelling at a chosen call, answering late, changing behind the cache.
 
 - :class:`CancellingBacking` cancels a scope when the n-th backing call *of one task* starts:
   deterministic cancellation at a chosen point of an operation, unshifted by background calls.
+- :class:`OutOfBandBacking` lets a test replace the file's contents as another writer would,
+  and reports it through the ``Revalidating`` hook, over any backing.
 - :class:`DelayedCopyBacking` takes a request's bytes when the request starts and answers after a
   delay, as a socket or :class:`~aiocache_inode.backing.LocalFile`'s worker thread does (and
   unlike :class:`~aiocache_inode.backing.MemoryBacking`, which does its work at the end of its
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, final
 import anyio
 import anyio.lowlevel
 
+from ..attrs import AttrMask, Attrs
+from ..backing.base import Revalidating
 from ..backing.memory import MemoryBacking
 
 if TYPE_CHECKING:
@@ -23,10 +27,9 @@ if TYPE_CHECKING:
 
     from anyio import CancelScope
 
-    from ..attrs import AttrMask, Attrs
     from ..backing.base import BackingFile
 
-__all__ = ["CancellingBacking", "DelayedCopyBacking"]
+__all__ = ["CancellingBacking", "DelayedCopyBacking", "OutOfBandBacking"]
 
 
 @final
@@ -114,6 +117,118 @@ class CancellingBacking:
     async def sync(self) -> None:
         """Delegate (Checkpoint and Cancellation: as ``inner``, plus the armed cancellation)."""
         await self._maybe_cancel()
+        await self.inner.sync()
+
+    async def refresh(self) -> bool:
+        """Delegate the ``Revalidating`` hook; ``False`` when ``inner`` has none (it cannot change).
+
+        Counted as a call like the others, so a cancellation can be armed at it.
+        Checkpoint: always. Cancellation: as ``inner``, plus the armed cancellation.
+        """
+        await self._maybe_cancel()
+        inner = self.inner
+        if isinstance(inner, Revalidating):
+            return await inner.refresh()
+        await anyio.lowlevel.checkpoint()
+        return False
+
+    def fd(self) -> int:
+        """Delegate."""
+        return self.inner.fd()
+
+
+@final
+class OutOfBandBacking:
+    """Delegates to ``inner``; :meth:`change_behind` replaces its contents as another writer would.
+
+    A file that changes behind the cache, over any backing, deterministically: the change is
+    written through ``inner`` at once, and :meth:`refresh` (the ``Revalidating`` hook) reports
+    it once, by a version count, not by timestamps. If ``inner`` has the hook too it is asked
+    as well (and keeps its own baseline), so a change it sees is reported with ours.
+
+    Attributes:
+        inner: the wrapped backing.
+        version: changes made by :meth:`change_behind` so far.
+    """
+
+    __slots__ = ("_seen", "inner", "refresh_error", "version")
+
+    def __init__(self, inner: BackingFile) -> None:
+        self.inner = inner
+        self.version = 0
+        #: Raised (once, then cleared) by the next :meth:`refresh`, before it looks: the store
+        #: could not tell. Unlike a fault drawn by a FaultInjector it hits only the hook.
+        self.refresh_error: Exception | None = None
+        # The version the last refresh reported; single event-loop thread, no lock needed.
+        self._seen = 0
+
+    async def change_behind(self, data: bytes) -> None:
+        """Make the file hold exactly ``data`` (bytes and size), unseen by the cache.
+
+        Checkpoint: always. Cancellation: the file may hold part of the change, and it is not
+        counted as a change (do not cancel it).
+
+        Raises:
+            OSError: whatever ``inner`` raises (``inner`` wrote nothing it reported).
+        """
+        inner = self.inner
+        await inner.set_attributes(AttrMask.SIZE, Attrs(size=0), False)
+        done = 0
+        while done < len(data):
+            n = await inner.write_from(done, [memoryview(data)[done:]])
+            if n <= 0:
+                raise OSError(f"out-of-band write stopped at {done} of {len(data)} bytes")
+            done += n
+        if not data:
+            await anyio.lowlevel.checkpoint()
+        self.version += 1
+
+    async def refresh(self) -> bool:
+        """Whether :meth:`change_behind` (or ``inner``'s own hook) saw a change since last asked.
+
+        Checkpoint: always. Cancellation: as ``inner.refresh`` (before it, nothing changes).
+
+        Raises:
+            Exception: ``refresh_error`` when set (nothing is consumed: the next call reports
+                the change); or whatever ``inner.refresh`` raises.
+        """
+        error = self.refresh_error
+        if error is not None:
+            self.refresh_error = None
+            await anyio.lowlevel.checkpoint()
+            raise error
+        inner = self.inner
+        if isinstance(inner, Revalidating):
+            changed = await inner.refresh()
+        else:
+            await anyio.lowlevel.checkpoint()
+            changed = False
+        changed = changed or self.version != self._seen
+        self._seen = self.version
+        return changed
+
+    async def get_attributes(self) -> Attrs:
+        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
+        return await self.inner.get_attributes()
+
+    async def read_into(self, offset: int, buffers: Sequence[memoryview]) -> int:
+        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
+        return await self.inner.read_into(offset, buffers)
+
+    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
+        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
+        return await self.inner.write_from(offset, buffers)
+
+    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
+        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
+        await self.inner.set_attributes(mask, attrs, force_timestamps)
+
+    async def allocate(self, offset: int, length: int) -> None:
+        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
+        await self.inner.allocate(offset, length)
+
+    async def sync(self) -> None:
+        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
         await self.inner.sync()
 
     def fd(self) -> int:

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from aiocache_inode import CacheStore
+from aiocache_inode import CacheStore, Tunables
 
 from . import buckets, multipart, objects
 from .auth import authenticate
@@ -33,7 +33,7 @@ from .checksums import header_map
 from .errors import S3Error
 from .exchange import Exchange, GatewayState, new_request_id
 from .http_metrics import HttpMetrics
-from .proxy import ProxySlot, open_proxy
+from .proxy import PROXY_READAHEAD_REQUEST, ProxySlot, open_proxy
 from .routing import Route, route
 from .storage import Storage
 
@@ -214,7 +214,13 @@ def create_app(config: GatewayConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(lambda: os.makedirs(config.data_dir, exist_ok=True))
         storage_cm = Storage(config.data_dir, min_part_size=config.min_part_size)
-        store_cm = CacheStore(config.memory_limit, registry=registry, write_back=True)
+        # Proxy mode fills from an S3 store, where each request has a cost of its own.
+        request = (
+            Tunables().readahead_request if config.backend == "local" else PROXY_READAHEAD_REQUEST
+        )
+        store_cm = CacheStore(
+            config.memory_limit, registry=registry, write_back=True, readahead_request=request
+        )
         # Storage closes last: the store's final write-back and freed bodies need it.
         async with storage_cm as storage, store_cm as store:
             bodies = BodyFiles(store, storage, config.max_open_bodies)

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 import pytest
+from prometheus_client import CollectorRegistry
 
+from aiocache_inode import BackingError, CacheStore, Revalidating
 from aiocache_inode.attrs import AttrMask, Attrs
 from aiocache_inode.backing import FaultInjector, FaultStats, LocalFile, MemoryBacking
 
@@ -273,3 +275,47 @@ async def test_injected_error_is_a_checkpoint() -> None:
     injector = make(error_rate=1.0)
     with assert_checkpoints(), pytest.raises(OSError, match="injected"):
         await injector.sync()
+
+
+class TestRevalidation:
+    """The wrapper passes the Revalidating hook through: a wrapped file that changes on disk is
+    still followed, and the hook can be faulted like any other call."""
+
+    async def test_a_wrapped_local_file_is_revalidated(self, tmp_path: Path) -> None:
+        path = tmp_path / "f"
+        old, new = DATA, b"N" * (len(DATA) // 2 + 100)
+        path.write_bytes(old)
+        async with (
+            FaultInjector(await LocalFile.open(path), seed=0) as injector,
+            CacheStore(1 << 20, registry=CollectorRegistry(), readahead_max=0) as store,
+            store.open("k", injector) as inode,
+        ):
+            assert isinstance(injector, Revalidating)
+            assert await inode.read(0, len(old)) == old
+            assert await inode.revalidate() is False
+            path.write_bytes(new)  # same inode, rewritten at another size
+            # Without the pass-through this answered False and kept serving the old bytes.
+            assert await inode.revalidate() is True
+            assert inode.size == len(new)
+            assert await inode.read(0, len(old)) == new
+            # An injected failure of the hook: the inode is told, nothing changes.
+            cached = inode.cached_bytes
+            path.write_bytes(old)
+            injector.error_rate = 1.0
+            with pytest.raises(BackingError, match="injected"):
+                await inode.revalidate()
+            assert injector.stats.errors_injected == 1
+            assert inode.size == len(new)
+            assert inode.cached_bytes == cached
+            injector.error_rate = 0.0
+            assert await inode.revalidate() is True
+            assert await inode.read(0, len(old)) == old
+
+    async def test_without_the_inner_hook_nothing_changed_and_nothing_is_drawn(self) -> None:
+        rates = {"error_rate": 0.5, "short_io_rate": 0.5}
+        injector = make(seed=5, **rates)
+        assert not isinstance(injector.inner, Revalidating)
+        assert await injector.refresh() is False
+        assert injector.stats == FaultStats()  # no call counted, no fault drawn
+        # The fault sequence was not shifted: the same faults as an injector never asked.
+        assert await run_script(injector, 30) == await run_script(make(seed=5, **rates), 30)

@@ -35,7 +35,7 @@ from aiocache_inode.backing.s3 import (
 from aiocache_inode.errors import BackingError
 
 from . import test_contract
-from .s3_servers import CephServer, Endpoint, FaultProxy, MotoServer, ceph_missing
+from .s3_servers import Endpoint, FaultProxy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -50,25 +50,7 @@ _names = itertools.count()
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[Endpoint]:
-    server = MotoServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def ceph_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, Any]]:
-    reason = ceph_missing()
-    if reason:
-        pytest.skip(reason)
-    server = CephServer(tmp_path_factory.mktemp("ceph"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+# moto_endpoint and ceph_endpoints are session fixtures of tests/conftest.py.
 
 
 @pytest.fixture(params=["moto", "ceph"])

@@ -1,13 +1,19 @@
-"""The test backings: CancellingBacking counts one task's calls; DelayedCopyBacking answers late."""
+"""The test backings: CancellingBacking counts one task's calls; DelayedCopyBacking answers late;
+OutOfBandBacking changes the file behind the cache and says so through the Revalidating hook."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from aiocache_inode import AttrMask, Attrs, MemoryBacking
-from aiocache_inode.testing import CancellingBacking, DelayedCopyBacking
+from aiocache_inode import AttrMask, Attrs, LocalFile, MemoryBacking, Revalidating
+from aiocache_inode.testing import CancellingBacking, DelayedCopyBacking, OutOfBandBacking
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class Sleeps:
@@ -134,3 +140,45 @@ class TestCancellingBacking:
         b = CancellingBacking(MemoryBacking())
         with pytest.raises(ValueError, match="from 1"):
             b.arm(anyio.CancelScope(), 0)
+
+
+class TestOutOfBandBacking:
+    async def test_a_change_is_reported_once(self) -> None:
+        mem = MemoryBacking(b"old bytes")
+        b = OutOfBandBacking(mem)
+        assert isinstance(b, Revalidating)
+        assert await b.refresh() is False
+        await b.change_behind(b"new")
+        assert mem.data == b"new"  # bytes and size
+        assert (await b.get_attributes()).size == 3
+        assert await b.refresh() is True
+        assert await b.refresh() is False
+        # Writes through the wrapper (the cache's own) are not a change.
+        await b.write_from(0, [memoryview(b"N")])
+        assert await b.refresh() is False
+
+    async def test_a_failing_hook_consumes_nothing(self) -> None:
+        b = OutOfBandBacking(MemoryBacking(b"x"))
+        await b.change_behind(b"")
+        b.refresh_error = OSError("store unreachable")
+        with pytest.raises(OSError, match="unreachable"):
+            await b.refresh()
+        assert await b.refresh() is True  # the error was raised once, the change kept
+
+    async def test_the_inner_hook_is_asked_too(self, tmp_path: Path) -> None:
+        path = tmp_path / "f"
+        path.write_bytes(b"abc")
+        async with await LocalFile.open(path, writable=True) as lf:
+            b = OutOfBandBacking(lf)
+            await b.change_behind(b"through the wrapper")  # LocalFile's own write: not seen
+            assert await b.refresh() is True  # but counted by the wrapper
+            path.write_bytes(b"by someone else")
+            assert await b.refresh() is True  # seen by LocalFile's hook
+            assert await b.refresh() is False
+
+    async def test_cancelling_backing_passes_the_hook_on(self) -> None:
+        b = OutOfBandBacking(MemoryBacking(b"x"))
+        c = CancellingBacking(b)
+        await b.change_behind(b"y")
+        assert await c.refresh() is True
+        assert await CancellingBacking(MemoryBacking(b"x")).refresh() is False

@@ -54,6 +54,7 @@ __all__ = [
     "WRITEBACK",
     "InodeCore",
     "Op",
+    "advance_views",
     "kill_suid",
 ]
 
@@ -94,6 +95,15 @@ class Op:
         self.error: BaseException | None = None
         # Set when the op completes, whatever the outcome.
         self.event = anyio.Event()
+
+
+def advance_views(views: list[memoryview], done: int) -> None:
+    """Drop the first ``done`` bytes from ``views`` after a short read or write. O(k)."""
+    while views and done >= len(views[0]):
+        done -= len(views[0])
+        views.pop(0)
+    if views and done:
+        views[0] = views[0][done:]
 
 
 def kill_suid(mode: int) -> int:
@@ -489,6 +499,15 @@ class InodeCore:
                     counters.readahead_wasted_bytes += e - s
                 else:
                     self._ra_unused.insert(s, e, True)
+
+    async def _reserve(self, nbytes: int) -> bool:
+        """Make room in the budget for ``nbytes``: clean reclaim first, then direct reclaim.
+
+        True when they fit. Checkpoint: only when clean reclaim was not enough.
+        Cancellation: nothing to undo (what was dropped stays dropped).
+        """
+        svc = self._svc
+        return svc.reserve_nowait(nbytes) or await svc.wait_for_room(nbytes)
 
     async def _backing_read(self, offset: int, views: Sequence[memoryview]) -> int:
         n: int = await self._backing_call("read", self._backing.read_into(offset, views))

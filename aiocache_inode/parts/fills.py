@@ -15,7 +15,7 @@ import anyio.lowlevel
 
 from ..errors import BackingError, CacheError
 from ..ranges import MAX_OFFSET, PAGE_MASK, PAGE_SIZE, page_round_down, page_round_up
-from .core import FILL, InodeCore, Op
+from .core import FILL, InodeCore, Op, advance_views
 
 __all__ = ["Fills"]
 
@@ -124,7 +124,7 @@ class Fills:
             ino._ra_window = 0
             ino._ra_trigger = MAX_OFFSET
         need = req_end - start
-        if not svc.reserve_nowait(need) and not await svc.wait_for_room(need):
+        if not await ino._reserve(need):
             return await self.read_direct(pos, min(end, limit), out, base)
         if (
             ino._op_at(pos) is not None
@@ -313,11 +313,7 @@ class Fills:
                     v[:] = bytes(len(v))
                 return want
             done += got
-            while views and got >= len(views[0]):
-                got -= len(views[0])
-                views.pop(0)
-            if views and got:
-                views[0] = views[0][got:]
+            advance_views(views, got)
         return done
 
     def complete_fill(self, op: Op, done: int) -> None:
@@ -396,9 +392,8 @@ class Fills:
                 return None  # past EOF now (a concurrent truncate): nothing to fill
             fill_end = min(limit, max(gap[1], min(window_end, limit)))
             need = fill_end - pos
-            if not svc.reserve_nowait(need) and not await svc.wait_for_room(need):
-                # Pinned pages must live in the pool: go over budget rather than fail.
-                pass
+            # Pinned pages must live in the pool: without room, go over budget rather than fail.
+            await ino._reserve(need)
             if (
                 ino._inflight.find(pos) is not None
                 or ino._cache.find(pos) is not None

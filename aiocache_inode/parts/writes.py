@@ -180,7 +180,7 @@ class Writes:
         start = head
         stop = page_round_up(end)
         svc = ino._svc
-        if not svc.reserve_nowait(stop - start) and not await svc.wait_for_room(stop - start):
+        if not await ino._reserve(stop - start):
             return None
         if ino._inflight.find(pos) is not None or ino._cache.find(pos) is not None:
             return pos  # the wait changed the picture: re-scan

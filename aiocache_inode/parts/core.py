@@ -129,7 +129,6 @@ class InodeCore:
     __slots__ = (
         "__weakref__",
         "_append",
-        "_append_last",
         "_attr_lock",
         "_attrs",
         "_backing",
@@ -152,10 +151,8 @@ class InodeCore:
         "_pending_usage",
         "_pins",
         "_ra_next",
-        "_ra_reserved_end",
         "_ra_trigger",
         "_ra_unused",
-        "_ra_window",
         "_reported_cached",
         "_reported_dirty",
         "_reported_mapped",
@@ -230,14 +227,12 @@ class InodeCore:
         # Loop-atomic (every change is synchronous).
         self._host = HostFileMapper(backing)
 
-        # Readahead state: where a sequential reader goes next, the current window, the offset
-        # whose read starts the next asynchronous window, and how far readahead has been issued.
-        # A new file read from its start counts as sequential (the common whole-object read).
+        # Readahead state the hit path reads: where a sequential reader goes next, and the offset
+        # whose read starts the next asynchronous window (the rest is Fills' own). A new file
+        # read from its start counts as sequential (the common whole-object read).
         # Protected by: loop atomicity (hits update them without a lock).
         self._ra_next = 0
-        self._ra_window = 0
         self._ra_trigger = MAX_OFFSET
-        self._ra_reserved_end = 0
         # Ranges filled by readahead that no read has used yet (wasted if dropped unused).
         # Protected by: loop atomicity.
         self._ra_unused: SegmentMap[bool] = SegmentMap()
@@ -250,7 +245,6 @@ class InodeCore:
         # place. Counted in usage; given back by truncate, eviction and release. Protected by:
         # loop atomicity (taken and given back in synchronous sections).
         self._append: tuple[int, int] | None = None
-        self._append_last = 0
 
         # Byte counts last reported to the store's totals (the store sums deltas). Protected by:
         # loop atomicity (only _report writes them).

@@ -452,7 +452,8 @@ class RWLock:
     def writer_active(self) -> bool:
         """True while a writer holds the lock (including one granted but not yet resumed).
 
-        Hot path: the cache hit path tests this on every read; one attribute load.
+        One attribute load; for the inode's idle test and its bug checks (the hit path takes no
+        lock and tests none).
         """
         return self._writer is not None
 

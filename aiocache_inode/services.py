@@ -114,7 +114,7 @@ class StoreServices:
         # Hits and synchronous writes left before the next one checkpoints (store-wide, so a
         # loop over many inodes yields too). Loop-atomic.
         self.hit_credit = t.hit_yield_every
-        # Totals the inodes push deltas into (CachingInode._report). Loop-atomic.
+        # Totals the inodes push deltas into (InodeCore._report). Loop-atomic.
         self.cached_bytes = 0
         self.dirty_bytes = 0
         self.mapped_bytes = 0

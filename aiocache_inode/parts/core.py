@@ -54,6 +54,7 @@ __all__ = [
     "WRITEBACK",
     "InodeCore",
     "Op",
+    "advance_views",
     "kill_suid",
 ]
 
@@ -96,6 +97,15 @@ class Op:
         self.event = anyio.Event()
 
 
+def advance_views(views: list[memoryview], done: int) -> None:
+    """Drop the first ``done`` bytes from ``views`` after a short read or write. O(k)."""
+    while views and done >= len(views[0]):
+        done -= len(views[0])
+        views.pop(0)
+    if views and done:
+        views[0] = views[0][done:]
+
+
 def kill_suid(mode: int) -> int:
     """Drop setuid, and setgid when group-execute is set (Linux's should_remove_suid)."""
     mode &= ~S_ISUID
@@ -119,7 +129,6 @@ class InodeCore:
     __slots__ = (
         "__weakref__",
         "_append",
-        "_append_last",
         "_attr_lock",
         "_attrs",
         "_backing",
@@ -142,10 +151,8 @@ class InodeCore:
         "_pending_usage",
         "_pins",
         "_ra_next",
-        "_ra_reserved_end",
         "_ra_trigger",
         "_ra_unused",
-        "_ra_window",
         "_reported_cached",
         "_reported_dirty",
         "_reported_mapped",
@@ -220,14 +227,12 @@ class InodeCore:
         # Loop-atomic (every change is synchronous).
         self._host = HostFileMapper(backing)
 
-        # Readahead state: where a sequential reader goes next, the current window, the offset
-        # whose read starts the next asynchronous window, and how far readahead has been issued.
-        # A new file read from its start counts as sequential (the common whole-object read).
+        # Readahead state the hit path reads: where a sequential reader goes next, and the offset
+        # whose read starts the next asynchronous window (the rest is Fills' own). A new file
+        # read from its start counts as sequential (the common whole-object read).
         # Protected by: loop atomicity (hits update them without a lock).
         self._ra_next = 0
-        self._ra_window = 0
         self._ra_trigger = MAX_OFFSET
-        self._ra_reserved_end = 0
         # Ranges filled by readahead that no read has used yet (wasted if dropped unused).
         # Protected by: loop atomicity.
         self._ra_unused: SegmentMap[bool] = SegmentMap()
@@ -240,7 +245,6 @@ class InodeCore:
         # place. Counted in usage; given back by truncate, eviction and release. Protected by:
         # loop atomicity (taken and given back in synchronous sections).
         self._append: tuple[int, int] | None = None
-        self._append_last = 0
 
         # Byte counts last reported to the store's totals (the store sums deltas). Protected by:
         # loop atomicity (only _report writes them).
@@ -489,6 +493,15 @@ class InodeCore:
                     counters.readahead_wasted_bytes += e - s
                 else:
                     self._ra_unused.insert(s, e, True)
+
+    async def _reserve(self, nbytes: int) -> bool:
+        """Make room in the budget for ``nbytes``: clean reclaim first, then direct reclaim.
+
+        True when they fit. Checkpoint: only when clean reclaim was not enough.
+        Cancellation: nothing to undo (what was dropped stays dropped).
+        """
+        svc = self._svc
+        return svc.reserve_nowait(nbytes) or await svc.wait_for_room(nbytes)
 
     async def _backing_read(self, offset: int, views: Sequence[memoryview]) -> int:
         n: int = await self._backing_call("read", self._backing.read_into(offset, views))

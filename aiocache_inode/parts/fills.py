@@ -15,7 +15,7 @@ import anyio.lowlevel
 
 from ..errors import BackingError, CacheError
 from ..ranges import MAX_OFFSET, PAGE_MASK, PAGE_SIZE, page_round_down, page_round_up
-from .core import FILL, InodeCore, Op
+from .core import FILL, InodeCore, Op, advance_views
 
 __all__ = ["Fills"]
 
@@ -24,12 +24,17 @@ __all__ = ["Fills"]
 class Fills:
     """The fill, direct-read and readahead logic of one inode."""
 
-    __slots__ = ("_ino",)
+    __slots__ = ("_ino", "_reserved_end", "_window")
 
     def __init__(self, inode: InodeCore) -> None:
-        # The inode served, whose shared state (core.py) this part works on, and the parts
-        # it calls. Immutable after __init__.
+        # The inode served, whose shared state (core.py) this part works on. Immutable after
+        # __init__.
         self._ino = inode
+        # Readahead's own state (the hot path's part of it, where a sequential reader goes next
+        # and the trigger offset, is in the core): the current window, and how far readahead
+        # has been issued. Protected by: loop atomicity.
+        self._window = 0
+        self._reserved_end = 0
 
     def after_hit(self, offset: int, end: int) -> None:
         """Policy access and readahead bookkeeping for a read served from the cache."""
@@ -118,13 +123,13 @@ class Fills:
         limit = ino._gap_limit(pos)
         req_end = min(page_round_up(end), limit)
         sequential = pos == ino._ra_next or (
-            ino._ra_window > 0 and ino._ra_next <= pos < ino._ra_reserved_end
+            self._window > 0 and ino._ra_next <= pos < self._reserved_end
         )
         if not sequential:
-            ino._ra_window = 0
+            self._window = 0
             ino._ra_trigger = MAX_OFFSET
         need = req_end - start
-        if not svc.reserve_nowait(need) and not await svc.wait_for_room(need):
+        if not await ino._reserve(need):
             return await self.read_direct(pos, min(end, limit), out, base)
         if (
             ino._op_at(pos) is not None
@@ -140,7 +145,7 @@ class Fills:
             return await self.read_direct(pos, min(end, limit), out, base)
         try:
             if sequential and svc.tunables.readahead_max:
-                ino._ra_reserved_end = max(ino._ra_reserved_end, req_end)
+                self._reserved_end = max(self._reserved_end, req_end)
                 ino._ra_next = pos
                 self.readahead_async()
         finally:
@@ -223,11 +228,11 @@ class Fills:
         t = svc.tunables
         if not t.readahead_max or not svc.running or ino._resizing is not None:
             return
-        window = ino._ra_window
+        window = self._window
         window = t.readahead_initial if not window else min(window * 2, t.readahead_max)
-        ino._ra_window = window
+        self._window = window
         eof = page_round_up(ino._size)
-        pos = max(page_round_up(ino._ra_next), ino._ra_reserved_end)
+        pos = max(page_round_up(ino._ra_next), self._reserved_end)
         first = pos
         target = min(pos + window, eof)
         issued = False
@@ -251,7 +256,7 @@ class Fills:
             svc.spawn(self.run_fill, op)
             issued = True
             pos = stop
-        ino._ra_reserved_end = max(ino._ra_reserved_end, pos)
+        self._reserved_end = max(self._reserved_end, pos)
         if issued or pos < target:
             # The next window goes out when a read reaches the first page of this one (or,
             # when the cap or the budget stopped us, retry from there).
@@ -324,11 +329,7 @@ class Fills:
                     v[:] = bytes(len(v))
                 return want
             done += got
-            while views and got >= len(views[0]):
-                got -= len(views[0])
-                views.pop(0)
-            if views and got:
-                views[0] = views[0][got:]
+            advance_views(views, got)
         return done
 
     def complete_fill(self, op: Op, done: int) -> None:
@@ -407,9 +408,8 @@ class Fills:
                 return None  # past EOF now (a concurrent truncate): nothing to fill
             fill_end = min(limit, max(gap[1], min(window_end, limit)))
             need = fill_end - pos
-            if not svc.reserve_nowait(need) and not await svc.wait_for_room(need):
-                # Pinned pages must live in the pool: go over budget rather than fail.
-                pass
+            # Pinned pages must live in the pool: without room, go over budget rather than fail.
+            await ino._reserve(need)
             if (
                 ino._inflight.find(pos) is not None
                 or ino._cache.find(pos) is not None

@@ -17,7 +17,7 @@ import anyio.lowlevel
 from ..attrs import AttrMask
 from ..errors import BackingError, WritebackError
 from ..ranges import MAX_OFFSET, Range
-from .core import WRITEBACK, InodeCore, Op
+from .core import WRITEBACK, InodeCore, Op, advance_views
 
 __all__ = ["WritebackRuns"]
 
@@ -121,11 +121,7 @@ class WritebackRuns:
                     err = OSError(errno.EIO, "backing wrote 0 bytes")
                     raise self.writeback_error(ds + done, err) from err
                 done += got
-                while views and got >= len(views[0]):
-                    got -= len(views[0])
-                    views.pop(0)
-                if views and got:
-                    views[0] = views[0][got:]
+                advance_views(views, got)
                 await anyio.lowlevel.checkpoint()
         finally:
             ino._inflight.remove(ds, de)

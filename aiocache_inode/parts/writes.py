@@ -32,16 +32,16 @@ APPEND_RESERVE: Final = CHUNK_SIZE
 class Writes:
     """The write paths of one inode (the hot path is ``CachingInode.write``)."""
 
-    __slots__ = (
-        "_fills",
-        "_ino",
-    )
+    __slots__ = ("_append_at", "_fills", "_ino")
 
     def __init__(self, inode: InodeCore, fills: Fills) -> None:
         # The inode served, whose shared state (core.py) this part works on, and the parts
         # it calls. Immutable after __init__.
         self._ino = inode
         self._fills = fills
+        # The pool offset of the pages append_pages handed out last (write_nowait caches them
+        # there). Protected by: loop atomicity.
+        self._append_at = 0
 
     def write_nowait(self, offset: int, src: memoryview, n: int) -> bool:
         """Apply a write synchronously if it needs no I/O; False (nothing changed) otherwise.
@@ -61,8 +61,8 @@ class Writes:
             tail = len(view) - n
             if tail:
                 view[n:] = bytes(tail)
-            if not ino._cache.append(offset, offset + len(view), ino._append_last):
-                ino._cache.insert(offset, offset + len(view), ino._append_last)
+            if not ino._cache.append(offset, offset + len(view), self._append_at):
+                ino._cache.insert(offset, offset + len(view), self._append_at)
             if not ino._dirty.append(offset, end, False):
                 ino._dirty.mark_dirty(offset, end)
         else:
@@ -91,7 +91,7 @@ class Writes:
         """Pool pages for ``[offset, pgend(end))`` from the append reservation.
 
         The reservation is refilled with one allocation of at least ``APPEND_RESERVE``.
-        Returns None when the pool has no room. Sets ``_append_last`` to the pages' pool offset.
+        Returns None when the pool has no room. Sets ``_append_at`` to the pages' pool offset.
         """
         ino = self._ino
         need = page_round_up(end) - offset
@@ -116,7 +116,7 @@ class Writes:
                 return None
         pool_off, left = res
         ino._append = (pool_off + need, left - need) if left > need else None
-        ino._append_last = pool_off
+        self._append_at = pool_off
         return pool.view(pool_off, need)
 
     async def write_step(self, pos: int, end: int, src: memoryview, base: int) -> int:
@@ -181,7 +181,7 @@ class Writes:
         start = head
         stop = page_round_up(end)
         svc = ino._svc
-        if not svc.reserve_nowait(stop - start) and not await svc.wait_for_room(stop - start):
+        if not await ino._reserve(stop - start):
             return None
         if ino._inflight.find(pos) is not None or ino._cache.find(pos) is not None:
             return pos  # the wait changed the picture: re-scan

@@ -223,11 +223,16 @@ class CachingInode(InodeCore):
                 svc.policy.access(self._key_base | first)
             else:
                 self._access_chunks(offset, end)
-            if self._ra_unused:
-                self._ra_consume(offset, end)
-            if offset == self._ra_next and end >= self._ra_trigger:
-                self._fills.readahead_async()
-            self._ra_next = end
+            # Readahead: a sequential run only moves _ra_next (used readahead is counted
+            # lazily); crossing the trigger tops the window up; a jump ends the stream.
+            if offset == self._ra_next:
+                self._ra_next = end
+                if end >= self._ra_trigger:
+                    self._fills.readahead_async(n)
+            elif self._ra_trigger != MAX_OFFSET or self._ra_unused:
+                self._fills.jump(offset, end)
+            else:
+                self._ra_next = end
             svc.hit_credit -= 1
             if svc.hit_credit <= 0:
                 svc.hit_credit = svc.hit_yield_every

@@ -53,6 +53,8 @@ class StoreServices:
         "policy",
         "pool",
         "readahead_inflight",
+        "readahead_rtt",
+        "readahead_streams",
         "reclaiming",
         "released",
         "reserve_nowait",
@@ -121,6 +123,11 @@ class StoreServices:
         # Speculative (readahead) bytes being filled, store-wide, against readahead_cap.
         # Loop-atomic.
         self.readahead_inflight = 0
+        # Inodes with readahead in flight (each gets an equal share of the cap), and the
+        # store-wide estimate of one readahead request's round trip in seconds (an EWMA; 0
+        # until the first lands): the windows' bandwidth-delay sizing. Loop-atomic.
+        self.readahead_streams = 0
+        self.readahead_rtt = 0.0
         # Whether the store's task group accepts work (set by the store). Loop-atomic.
         self.running = False
         # The store's services, bound once. Immutable after __init__.

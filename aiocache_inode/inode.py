@@ -626,6 +626,14 @@ class CachingInode(InodeCore):
         cs = idx << CHUNK_SHIFT
         return bool(self._drops.evictable_parts(cs, cs + CHUNK_SIZE, clean_only=clean_only))
 
+    def chunk_holds_unread_readahead(self, idx: int) -> bool:
+        """Whether chunk ``idx`` holds readahead no read has used yet. Complexity: O(log n)."""
+        if not self._ra_unused:
+            return False
+        self._ra_flush()
+        cs = idx << CHUNK_SHIFT
+        return self._ra_unused.covered_bytes(cs, cs + CHUNK_SIZE) > 0
+
     def drop_chunk_nowait(self, idx: int, reason: str) -> int:
         """Drop the clean, unmapped, idle pages of chunk ``idx``; return the bytes freed.
 
@@ -643,6 +651,7 @@ class CachingInode(InodeCore):
         if self._closed or not self._retirable():
             return False
         self._closed = True
+        self._fills.end_stream()
         # The cache map's callback is the one reference cycle an inode has: break it, so the
         # object is freed at once by reference counting rather than by the cyclic collector
         # (which, with thousands of retired inodes, cost more than opening them).
@@ -653,6 +662,7 @@ class CachingInode(InodeCore):
     def abandon(self) -> None:
         """Close this inode without writing anything back: its store has shut down."""
         self._closed = True
+        self._fills.end_stream()
 
     @property
     def held_bytes(self) -> int:
@@ -750,7 +760,11 @@ class CachingInode(InodeCore):
             CacheError: mappings still exist.
             WritebackError: dirty data could not be written back.
         """
-        await self._drops.release()
+        try:
+            await self._drops.release()
+        finally:
+            if self._closed:
+                self._fills.end_stream()  # its share of the readahead cap goes to the others
 
     # ------------------------------------------------------------------------------------------
     # Host-FD mode (the seed's IncRef/DecRef/MapInternal)

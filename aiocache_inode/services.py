@@ -58,6 +58,7 @@ class StoreServices:
         "reclaiming",
         "released",
         "reserve_nowait",
+        "reserve_speculative",
         "retire_if_idle",
         "running",
         "spawn",
@@ -80,6 +81,7 @@ class StoreServices:
         clock: Callable[[], int],
         monotonic: Callable[[], float],
         reserve_nowait: Callable[[int], bool],
+        reserve_speculative: Callable[[int], bool],
         wait_for_room: Callable[[int], Awaitable[bool]],
         balance_dirty: Callable[[], Awaitable[None]],
         wake_evictor: Callable[[], None],
@@ -133,6 +135,8 @@ class StoreServices:
         # The store's services, bound once. Immutable after __init__.
         #: Make room for n bytes by dropping clean chunks; True when they fit. Synchronous.
         self.reserve_nowait = reserve_nowait
+        #: The same for readahead: it never drops readahead nobody has read yet.
+        self.reserve_speculative = reserve_speculative
         #: Direct reclaim: write back and drop until n bytes fit; False when nothing can go.
         self.wait_for_room = wait_for_room
         #: Throttle a writer while dirty bytes exceed the hard limit.
@@ -200,6 +204,10 @@ class Reclaimable(Protocol):
 
         Unmapped, idle, and clean when ``clean_only``. Synchronous.
         """
+        ...
+
+    def chunk_holds_unread_readahead(self, idx: int) -> bool:
+        """Whether chunk ``idx`` holds readahead no read has used yet. Synchronous."""
         ...
 
     def drop_chunk_nowait(self, idx: int, reason: str) -> int:

@@ -153,6 +153,7 @@ class CacheStore:
             clock=clock,
             monotonic=monotonic,
             reserve_nowait=self._reserve_nowait,
+            reserve_speculative=self._reserve_speculative,
             wait_for_room=self._wait_for_room,
             balance_dirty=self._balance_dirty,
             wake_evictor=self._evictor.wake,
@@ -497,10 +498,19 @@ class CacheStore:
         inode_id, idx = split_key(key)
         return self._by_id.get(inode_id), idx
 
-    def _reserve_nowait(self, nbytes: int) -> bool:
+    def _reserve_speculative(self, nbytes: int) -> bool:
+        """:meth:`_reserve_nowait` for readahead: unread readahead is not a victim.
+
+        One reader's next data must not be evicted to make room for another's speculation;
+        when only such data is left, readahead gets no room (and its window shrinks).
+        """
+        return self._reserve_nowait(nbytes, keep_readahead=True)
+
+    def _reserve_nowait(self, nbytes: int, *, keep_readahead: bool = False) -> bool:
         """Make room for ``nbytes`` by dropping clean, unpinned, idle chunks in policy order.
 
-        Synchronous. True when usage + nbytes fits the budget afterwards.
+        Synchronous. True when usage + nbytes fits the budget afterwards. ``keep_readahead``
+        spares chunks holding readahead no read has used yet.
         """
         limit = self._memory_limit
         pool = self._pool
@@ -512,7 +522,9 @@ class CacheStore:
 
         def clean(key: int) -> bool:
             inode, idx = self._victim_inode(key)
-            return inode is not None and inode.chunk_evictable(idx, clean_only=True)
+            if inode is None or not inode.chunk_evictable(idx, clean_only=True):
+                return False
+            return not (keep_readahead and inode.chunk_holds_unread_readahead(idx))
 
         while pool.used_bytes + nbytes > limit:
             key = policy.pop_victim(clean)

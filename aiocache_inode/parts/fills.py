@@ -36,6 +36,7 @@ class Fills:
     """The fill, direct-read and readahead logic of one inode."""
 
     __slots__ = (
+        "_frontier",
         "_ino",
         "_issued_end",
         "_sample_pos",
@@ -56,6 +57,9 @@ class Fills:
         # How far this stream's readahead has been issued (page-aligned); reset with the stream,
         # so a new sequential pass over an evicted file reads ahead again from where it is.
         self._issued_end = 0
+        # Where the reader's latest read ends, counted from when it starts (a reader blocked in
+        # a read is already there): the base a landing fill tops the window up from.
+        self._frontier = 0
         # Speculative bytes of this inode in flight (a reader with any counts for the share).
         self._spec_inflight = 0
         # The reader's position and the clock at the last rate sample (bandwidth-delay sizing).
@@ -96,9 +100,15 @@ class Fills:
             self.end_stream()
 
     def end_stream(self) -> None:
-        """Forget the sequential stream: no window, no trigger, no high-water mark."""
+        """Forget the sequential stream: no window, no trigger, no high-water mark.
+
+        Also called when the inode closes (it gives up its share of the cap). Synchronous.
+        """
+        if self._window:
+            self._ino._svc.readahead_streams -= 1
         self._window = 0
         self._issued_end = 0
+        self._frontier = 0
         self._ino._ra_trigger = MAX_OFFSET
 
     async def read_slow(self, offset: int, end: int, out: memoryview) -> int:
@@ -274,8 +284,6 @@ class Fills:
         if speculative:
             svc.counters.readahead_bytes += end - start
             svc.readahead_inflight += end - start
-            if not self._spec_inflight:
-                svc.readahead_streams += 1
             self._spec_inflight += end - start
         return op
 
@@ -302,12 +310,12 @@ class Fills:
             return
         if reader < 0:
             reader = ino._ra_next
+        self._frontier = reader
         ino._ra_flush()
         now = svc.monotonic()
-        streams = svc.readahead_streams + (0 if self._spec_inflight else 1)
-        limit = min(t.readahead_max, max(t.readahead_cap // streams, t.readahead_request))
         window = self._window
         if not window:
+            svc.readahead_streams += 1
             window = max(t.readahead_initial, 2 * page_round_up(read_len))
             self._sample_pos = reader
             self._sample_time = now
@@ -319,7 +327,7 @@ class Fills:
                 elapsed = now - self._sample_time
                 rtt = svc.readahead_rtt
                 if rtt > 0:
-                    bdp = _BDP_FACTOR * rtt * consumed / elapsed if elapsed > 0 else limit
+                    bdp = _BDP_FACTOR * rtt * consumed / elapsed if elapsed > 0 else t.readahead_cap
                     if bdp > window:
                         window = int(bdp)
                 self._sample_pos = reader
@@ -330,8 +338,8 @@ class Fills:
                 # Readahead was dropped before it was read: it ran too far ahead for memory.
                 self._wasted_seen = ino._ra_wasted
                 window //= 2
-        window = max(min(window, limit), t.readahead_request) & ~PAGE_MASK
-        self._window = window
+        window = max(min(window, t.readahead_max, self._share()), t.readahead_request)
+        self._window = window = window & ~PAGE_MASK
         eof = page_round_up(ino._size)
         self._issued_end = max(self._issued_end, page_round_up(reader))
         target = min(page_round_up(reader + window), eof)
@@ -341,24 +349,36 @@ class Fills:
                 break
             svc.spawn(self._stream, op)
         if self._issued_end >= eof:
-            # Issued to EOF: nothing more to do until the reader misses (the file grew).
-            ino._ra_trigger = MAX_OFFSET
+            # Issued to EOF: the stream is done (and gives its share back); a reader that
+            # goes on after the file grew misses and starts a new one.
+            self.end_stream()
         else:
             # Top up again once the reader has consumed one more request's worth.
             ino._ra_trigger = max(reader + 1, self._issued_end - window + t.readahead_request)
 
+    def _share(self) -> int:
+        """This stream's fair share of the store's cap: the cap over the active streams."""
+        svc = self._ino._svc
+        t = svc.tunables
+        return max(t.readahead_cap // max(svc.readahead_streams, 1), t.readahead_request)
+
     def _next_request(self, target: int) -> Op | None:
         """Record the next readahead fill at ``_issued_end`` (below ``target``), or None.
 
-        Skips what is cached or in flight. None when the cap, the pool or EOF stops it (a
-        memory shortage also halves the window). Synchronous.
+        Skips what is cached or in flight. None when the cap or this stream's share of it, the
+        pool or EOF stops it (a memory shortage also halves the window). The pages come from
+        free room or clean data, never from readahead nobody has read yet (another stream's
+        next data). Synchronous.
         """
         ino = self._ino
         svc = ino._svc
         t = svc.tunables
         pos = self._issued_end
+        share = self._share()
+        if pos + t.readahead_request > target and target < page_round_up(ino._size):
+            return None  # less than a request of room: wait for the reader (no small requests)
         while pos < target:
-            if svc.readahead_inflight >= t.readahead_cap:
+            if svc.readahead_inflight >= t.readahead_cap or self._spec_inflight >= share:
                 break
             if ino._cache.find(pos) is not None or ino._op_at(pos) is not None:
                 nxt = min(
@@ -369,7 +389,7 @@ class Fills:
                 pos = max(nxt, pos + PAGE_SIZE)
                 continue
             stop = min(target, ino._gap_limit(pos), pos + t.readahead_request)
-            if not svc.reserve_nowait(stop - pos):
+            if not svc.reserve_speculative(stop - pos):
                 self._window = max(self._window // 2, t.readahead_request) & ~PAGE_MASK
                 break
             op = self.start_fill(pos, stop, speculative=True)
@@ -400,7 +420,8 @@ class Fills:
             sample = svc.monotonic() - began
             rtt = svc.readahead_rtt
             svc.readahead_rtt = sample if rtt <= 0 else rtt + _RTT_WEIGHT * (sample - rtt)
-            target = min(page_round_up(ino._ra_next + self._window), page_round_up(ino._size))
+            reader = max(ino._ra_next, self._frontier)
+            target = min(page_round_up(reader + self._window), page_round_up(ino._size))
             nxt = self._next_request(target)
             if nxt is None:
                 return
@@ -482,8 +503,6 @@ class Fills:
         if op.speculative:
             svc.readahead_inflight -= op.end - op.start
             self._spec_inflight -= op.end - op.start
-            if not self._spec_inflight:
-                svc.readahead_streams -= 1
         if ino._resizing is not None:
             op.invalid = True  # it may have read a backing that already shrank
         keep_end = op.start + (0 if op.invalid or ino._closed else page_round_up(done))

@@ -9,6 +9,7 @@ mark kept across a reset, one reader taking the whole cap).
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,10 @@ from prometheus_client import CollectorRegistry
 from aiocache_inode import CacheStore, MemoryBacking
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from aiocache_inode import CachingInode
+    from aiocache_inode.attrs import AttrMask, Attrs
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -36,13 +38,14 @@ def store(limit: int = 64 * MiB, **kw: Any) -> CacheStore:
     return CacheStore(limit, registry=CollectorRegistry(), **kw)
 
 
-class GatedBacking(MemoryBacking):
+class GatedBacking:
     """A memory backing whose reads wait until the test releases them (or the gate opens)."""
 
     def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        # Every read request as (start, end), in issue order; the held ones and their gates.
-        self.requests: list[tuple[int, int]] = []
+        self.inner = MemoryBacking(data)
+        # Every read request as (start, end), in issue order (the tests also log their own
+        # events here); the held ones and their gates.
+        self.requests: list[object] = []
         self.held: dict[tuple[int, int], anyio.Event] = {}
         self.open = False
 
@@ -56,7 +59,25 @@ class GatedBacking(MemoryBacking):
                 await gate.wait()
             finally:
                 self.held.pop(key, None)
-        return await super().read_into(offset, buffers)
+        return await self.inner.read_into(offset, buffers)
+
+    async def get_attributes(self) -> Attrs:
+        return await self.inner.get_attributes()
+
+    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
+        return await self.inner.write_from(offset, buffers)
+
+    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
+        await self.inner.set_attributes(mask, attrs, force_timestamps)
+
+    async def allocate(self, offset: int, length: int) -> None:
+        await self.inner.allocate(offset, length)
+
+    async def sync(self) -> None:
+        await self.inner.sync()
+
+    def fd(self) -> int:
+        return -1
 
     def release(self, which: Callable[[tuple[int, int]], bool] = lambda _k: True) -> None:
         for key, gate in list(self.held.items()):
@@ -66,6 +87,17 @@ class GatedBacking(MemoryBacking):
     def held_end(self) -> int:
         """The furthest byte a held request reaches (0 when none is held)."""
         return max((e for _s, e in self.held), default=0)
+
+
+@contextlib.asynccontextmanager
+async def opened_at_exit(*backings: GatedBacking) -> AsyncIterator[None]:
+    """Let every held request go on the way out, so a failing test ends instead of hanging."""
+    try:
+        yield
+    finally:
+        for b in backings:
+            b.open = True
+            b.release()
 
 
 async def settle() -> None:
@@ -113,33 +145,41 @@ async def test_random_reads_issue_no_readahead() -> None:
 
 async def test_a_large_demand_read_goes_out_as_parallel_requests() -> None:
     backing = GatedBacking(pattern(4 * MiB))
-    async with store(readahead_max=0) as s, s.open("k", backing) as inode:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(inode.read, 0, 1 * MiB)
-            await settle()
-            # Four requests of the request size on the wire at once, not one of 1 MiB.
-            assert sorted(backing.held) == [(i * REQ, (i + 1) * REQ) for i in range(4)]
-            backing.release()
+    async with (
+        store(readahead_max=0) as s,
+        opened_at_exit(backing),
+        s.open("k", backing) as inode,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(inode.read, 0, 1 * MiB)
+        await settle()
+        # Four requests of the request size on the wire at once, not one of 1 MiB.
+        assert sorted(backing.held) == [(i * REQ, (i + 1) * REQ) for i in range(4)]
+        backing.release()
 
 
 async def test_the_top_up_goes_out_before_the_reader_waits() -> None:
     backing = GatedBacking(pattern(32 * MiB))
-    async with store(readahead_initial=1 * MiB) as s, s.open("k", backing) as inode:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(inode.read, 0, REQ)
-            await settle()
-            # The demand request and the first window behind it.
-            window_end = backing.held_end()
-            assert window_end == REQ + 1 * MiB
-            backing.release(lambda k: k[0] == 0)  # only the demand request lands
-            await settle()
-            # The next read reaches readahead still in flight: before it waits, the window
-            # grows (a stall) and the next requests go out.
-            tg.start_soon(inode.read, REQ, REQ)
-            await settle()
-            assert backing.held_end() > window_end
-            backing.open = True
-            backing.release()
+    async with (
+        store(readahead_initial=1 * MiB) as s,
+        opened_at_exit(backing),
+        s.open("k", backing) as inode,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(inode.read, 0, REQ)
+        await settle()
+        # The demand request and the first window behind it.
+        window_end = backing.held_end()
+        assert window_end == REQ + 1 * MiB
+        backing.release(lambda k: k[0] == 0)  # only the demand request lands
+        await settle()
+        # The next read reaches readahead still in flight: before it waits, the window
+        # grows (a stall) and the next requests go out.
+        tg.start_soon(inode.read, REQ, REQ)
+        await settle()
+        assert backing.held_end() > window_end
+        backing.open = True
+        backing.release()
 
 
 async def test_a_landing_readahead_fill_issues_the_next_request_itself() -> None:
@@ -153,28 +193,29 @@ async def test_a_landing_readahead_fill_issues_the_next_request_itself() -> None
 
     async with (
         store(readahead_initial=2 * REQ, readahead_cap=2 * REQ) as s,
+        opened_at_exit(backing),
         s.open("k", backing) as inode,
+        anyio.create_task_group() as tg,
     ):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(read, inode, 0)
-            await settle()
-            # The cap allows two speculative requests behind the demand one.
-            assert sorted(backing.held) == [(0, REQ), (REQ, 2 * REQ), (2 * REQ, 3 * REQ)]
-            backing.release(lambda k: k[0] in (0, REQ))
-            await settle()
-            await read(inode, REQ)  # a hit; the top-up behind it takes the free half of the cap
-            await settle()
-            assert (3 * REQ, 4 * REQ) in backing.held
-            tg.start_soon(read, inode, 2 * REQ)  # waits for the request still held
-            await settle()
-            assert ("read done", 2 * REQ) not in log
-            backing.release(lambda k: k[0] == 2 * REQ)
-            await settle()
-            # The landed fill issued the window's next request itself, before the reader it
-            # woke returned (and could have issued it).
-            assert log.index((4 * REQ, 5 * REQ)) < log.index(("read done", 2 * REQ))
-            backing.open = True
-            backing.release()
+        tg.start_soon(read, inode, 0)
+        await settle()
+        # The cap allows two speculative requests behind the demand one.
+        assert sorted(backing.held) == [(0, REQ), (REQ, 2 * REQ), (2 * REQ, 3 * REQ)]
+        backing.release(lambda k: k[0] in (0, REQ))
+        await settle()
+        await read(inode, REQ)  # a hit; the top-up behind it takes the free half of the cap
+        await settle()
+        assert (3 * REQ, 4 * REQ) in backing.held
+        tg.start_soon(read, inode, 2 * REQ)  # waits for the request still held
+        await settle()
+        assert ("read done", 2 * REQ) not in log
+        backing.release(lambda k: k[0] == 2 * REQ)
+        await settle()
+        # The landed fill issued the window's next request itself, before the reader it
+        # woke returned (and could have issued it).
+        assert log.index((4 * REQ, 5 * REQ)) < log.index(("read done", 2 * REQ))
+        backing.open = True
+        backing.release()
 
 
 async def test_a_second_pass_after_eviction_reads_ahead_again() -> None:
@@ -197,51 +238,54 @@ async def test_readers_share_the_cap() -> None:
     one, two = GatedBacking(pattern(32 * MiB)), GatedBacking(pattern(32 * MiB))
     async with (
         store(readahead_initial=4 * MiB, readahead_cap=cap) as s,
+        opened_at_exit(one, two),
         s.open("one", one) as a,
         s.open("two", two) as b,
+        anyio.create_task_group() as tg,
     ):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(a.read, 0, REQ)
-            await settle()
-            assert len(one.held) == 1 + 4  # alone, the first reader gets the whole cap
-            one.release(lambda k: k[0] == 0)
-            await settle()
-            tg.start_soon(b.read, 0, REQ)
-            await settle()
-            assert len(two.held) == 1  # the cap is taken: only its demand request
-            two.release()
-            one.release(lambda k: k[0] in (REQ, 2 * REQ))
-            await settle()
-            # Two of the first reader's requests landed; with two streams its share is half the
-            # cap, so it issued no more, leaving the room to the second reader's next read.
-            assert len(one.held) == 2
-            tg.start_soon(b.read, REQ, REQ)
-            await settle()
-            assert len(two.held) == 1 + 2  # its demand request and its share, two requests
-            one.open = two.open = True
-            one.release()
-            two.release()
+        tg.start_soon(a.read, 0, REQ)
+        await settle()
+        assert len(one.held) == 1 + 4  # alone, the first reader gets the whole cap
+        one.release(lambda k: k[0] == 0)
+        await settle()
+        tg.start_soon(b.read, 0, REQ)
+        await settle()
+        assert len(two.held) == 1  # the cap is taken: only its demand request
+        two.release()
+        one.release(lambda k: k[0] in (REQ, 2 * REQ))
+        await settle()
+        # Two of the first reader's requests landed; with two streams its share is half the
+        # cap, so it issued no more, leaving the room to the second reader's next read.
+        assert len(one.held) == 2
+        tg.start_soon(b.read, REQ, REQ)
+        await settle()
+        assert len(two.held) == 1 + 2  # its demand request and its share, two requests
+        one.open = two.open = True
+        one.release()
+        two.release()
 
 
 async def test_readahead_does_not_evict_unread_readahead() -> None:
     """A second stream's readahead finds no room rather than evicting the first's next data."""
     size = 8 * MiB
     limit = 4 * MiB
-    async with store(limit, readahead_initial=2 * MiB, pool_warm_bytes=0) as s:
-        async with s.open("one", MemoryBacking(pattern(size))) as a:
-            await a.read(0, REQ)
-            await settle()
-            ahead = s.statistics().readahead_bytes
-            assert ahead > 0
-            async with s.open("two", MemoryBacking(pattern(size))) as b:
-                for off in range(0, 2 * MiB, REQ):  # fill the rest of the budget, then stream
-                    await b.read(off, REQ)
-                    await settle()
-            # Everything the first reader's readahead fetched is still there for it to read.
-            assert s.statistics().readahead_wasted_bytes == 0
-            before = s.statistics().cache_misses
-            off = REQ
-            while off < REQ + ahead:
-                await a.read(off, REQ)
-                off += REQ
-            assert s.statistics().cache_misses == before
+    async with (
+        store(limit, readahead_initial=2 * MiB, pool_warm_bytes=0) as s,
+        s.open("one", MemoryBacking(pattern(size))) as a,
+    ):
+        await a.read(0, REQ)
+        await settle()
+        ahead = s.statistics().readahead_bytes
+        assert ahead > 0
+        async with s.open("two", MemoryBacking(pattern(size))) as b:
+            for off in range(0, 2 * MiB, REQ):  # fill the rest of the budget, then stream
+                await b.read(off, REQ)
+                await settle()
+        # Everything the first reader's readahead fetched is still there for it to read.
+        assert s.statistics().readahead_wasted_bytes == 0
+        before = s.statistics().cache_misses
+        off = REQ
+        while off < REQ + ahead:
+            await a.read(off, REQ)
+            off += REQ
+        assert s.statistics().cache_misses == before

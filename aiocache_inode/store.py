@@ -11,13 +11,13 @@ import contextlib
 import inspect
 import itertools
 import logging
-import time
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.abc
 
 from .attrs import now_ns
+from .backing.metered import metered
 from .chunks import KEY_SHIFT, split_key
 from .errors import CacheError, ClosedError, NotFoundError, WritebackError
 from .eviction import BudgetPressure, Evictor, PressureSource
@@ -158,7 +158,6 @@ class CacheStore:
             wake_evictor=self._evictor.wake,
             wake_flusher=self._wake_flusher,
             spawn=self._spawn,
-            backing_call=self._backing_call,
             observe_writeback=self._observe_writeback,
             retire_if_idle=self._retire_id,
             released=self._released,
@@ -328,12 +327,15 @@ class CacheStore:
                     raise
                 except Exception as exc:
                     raise BackingError(f"opening the backing of {key!r} failed: {exc}") from exc
+            # The meter at the edge: the inode calls it as its backing, and every request is
+            # counted and timed into the store's counters on the way (backing/metered.py).
+            mb = metered(b, self._counters, self._observe_backing)
             try:
-                attrs: Attrs = await self._backing_call("get_attributes", b.get_attributes())
+                attrs: Attrs = await mb.get_attributes()
             except Exception as exc:
                 raise BackingError(f"reading attributes of {key!r} failed: {exc}") from exc
             inode_id = next(self._ids)
-            inode = CachingInode(self._svc, key, inode_id, b, attrs)
+            inode = CachingInode(self._svc, key, inode_id, mb, attrs)
             self._inodes[key] = inode
             self._by_id[inode_id] = inode
             if b is not backing:
@@ -342,24 +344,6 @@ class CacheStore:
         finally:
             del self._opening[key]
             done.set()
-
-    async def _backing_call(self, op: str, coro: Any) -> Any:
-        """Await one backing request, counting and timing it by operation.
-
-        Every inode's requests and the opening ``get_attributes`` go through here.
-        """
-        c = self._counters
-        c.backing_requests[op] += 1
-        t0 = time.perf_counter()
-        try:
-            return await coro
-        except Exception:
-            c.backing_errors[op] += 1
-            raise
-        finally:
-            dt = time.perf_counter() - t0
-            c.backing_seconds[op] += dt
-            self._observe_backing(op, dt)
 
     def get(self, key: Hashable) -> CachingInode:
         """The resident inode for ``key``.
@@ -786,6 +770,7 @@ class CacheStore:
             backing_requests=dict(c.backing_requests),
             backing_errors=dict(c.backing_errors),
             backing_seconds=dict(c.backing_seconds),
+            backing_bytes=dict(c.backing_bytes),
         )
 
     def _check_invariants(self) -> None:

@@ -33,6 +33,7 @@ import anyio
 import anyio.lowlevel
 
 from .attrs import AttrMask
+from .backing.metered import MeteredBacking
 from .chunks import CHUNK_SHIFT, CHUNK_SIZE
 from .errors import BackingError, ClosedError, WouldBlock
 from .parts.attributes import Attributes
@@ -128,8 +129,9 @@ class CachingInode(InodeCore):
 
     @property
     def backing(self) -> BackingFile:
-        """The backing file."""
-        return self._backing
+        """The backing file it was opened with (not the store's meter around it)."""
+        b = self._backing
+        return b.inner if isinstance(b, MeteredBacking) else b
 
     def statistics(self) -> InodeStatistics:
         """A snapshot of this inode's state."""

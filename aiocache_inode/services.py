@@ -12,10 +12,10 @@ awaits (loop-atomic), so none needs a lock.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Protocol, final
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable
 
     from .policies import EvictionPolicy
     from .pool import MemoryPool
@@ -35,7 +35,6 @@ class StoreServices:
     """
 
     __slots__ = (
-        "backing_call",
         "balance_dirty",
         "cached_bytes",
         "clock",
@@ -87,7 +86,6 @@ class StoreServices:
         wake_evictor: Callable[[], None],
         wake_flusher: Callable[[], None],
         spawn: Callable[..., None],
-        backing_call: Callable[[str, Awaitable[Any]], Coroutine[Any, Any, Any]],
         observe_writeback: Callable[[float], None],
         retire_if_idle: Callable[[int], None],
         released: Callable[[int], None],
@@ -145,8 +143,6 @@ class StoreServices:
         self.wake_flusher = wake_flusher
         #: Start a background task in the store's task group (ClosedError when not running).
         self.spawn = spawn
-        #: Await one backing request, counted and timed by operation.
-        self.backing_call = backing_call
         #: Record the duration of one write-back request (a histogram when metrics are on).
         self.observe_writeback = observe_writeback
         #: Take the inode with this id out of the table if it holds nothing. Synchronous.

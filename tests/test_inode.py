@@ -26,6 +26,7 @@ from aiocache_inode import (
     WritebackError,
 )
 from aiocache_inode.attrs import S_ISGID, S_ISUID
+from aiocache_inode.backing.delegating import DelegatingBacking
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -50,32 +51,11 @@ class Space:
         self.invalidated.append((addr_range, private))
 
 
-class _Wrapped:
+class _Wrapped(DelegatingBacking[MemoryBacking]):
     """Delegates every BackingFile call to a MemoryBacking."""
 
     def __init__(self, data: bytes) -> None:
-        self.inner = MemoryBacking(data)
-
-    async def get_attributes(self) -> Attrs:
-        return await self.inner.get_attributes()
-
-    async def read_into(self, offset: int, buffers: Sequence[memoryview]) -> int:
-        return await self.inner.read_into(offset, buffers)
-
-    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
-        return await self.inner.write_from(offset, buffers)
-
-    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
-        await self.inner.set_attributes(mask, attrs, force_timestamps)
-
-    async def allocate(self, offset: int, length: int) -> None:
-        await self.inner.allocate(offset, length)
-
-    async def sync(self) -> None:
-        await self.inner.sync()
-
-    def fd(self) -> int:
-        return -1
+        super().__init__(MemoryBacking(data))
 
 
 class ZeroWriter(_Wrapped):

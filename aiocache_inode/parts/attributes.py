@@ -238,7 +238,7 @@ class Attributes:
             async with ino._data_lock.write_locked():
                 with anyio.CancelScope(shield=True):
                     try:
-                        await ino._backing_call("allocate", ino._backing.allocate(offset, length))
+                        await ino._backing.allocate(offset, length)
                     except Exception as exc:
                         raise BackingError(f"allocate failed: {exc}") from exc
                     ino._size = max(ino._size, offset + length)
@@ -258,7 +258,7 @@ class Attributes:
             async with ino._data_lock.write_locked():
                 with anyio.CancelScope(shield=True):
                     try:
-                        changed = await ino._backing_call("refresh", backing.refresh())
+                        changed = await backing.refresh()
                     except Exception as exc:
                         raise BackingError(f"revalidation failed: {exc}") from exc
                     if not changed:
@@ -266,7 +266,7 @@ class Attributes:
                     fresh: Attrs | None = None
                     failure: Exception | None = None
                     try:
-                        fresh = await ino._backing_call("get_attributes", backing.get_attributes())
+                        fresh = await backing.get_attributes()
                     except Exception as exc:
                         failure = exc
                     ino._maps.invalidate_all(False)

@@ -494,9 +494,7 @@ class InodeCore:
         Requires: _attr_lock held.
         """
         with anyio.CancelScope(shield=True):
-            await self._backing_call(
-                "set_attributes", self._backing.set_attributes(mask, attrs, force)
-            )
+            await self._backing.set_attributes(mask, attrs, force)
 
     def _count_dropped(self, start: int, end: int, freed: int, reason: str) -> None:
         counters = self._svc.counters
@@ -521,16 +519,12 @@ class InodeCore:
         return svc.reserve_nowait(nbytes) or await svc.wait_for_room(nbytes)
 
     async def _backing_read(self, offset: int, views: Sequence[memoryview]) -> int:
-        n: int = await self._backing_call("read", self._backing.read_into(offset, views))
-        return n
+        """``read_into`` of the backing (the store's meter counts it at the edge)."""
+        return await self._backing.read_into(offset, views)
 
     async def _backing_write(self, offset: int, views: Sequence[memoryview]) -> int:
-        n: int = await self._backing_call("write", self._backing.write_from(offset, views))
-        return n
-
-    async def _backing_call(self, op: str, coro: Any) -> Any:
-        """Await one backing request, counted and timed by the store."""
-        return await self._svc.backing_call(op, coro)
+        """``write_from`` of the backing (the store's meter counts it at the edge)."""
+        return await self._backing.write_from(offset, views)
 
     def _report(self) -> None:
         """Push this inode's byte-count changes into the store's totals. O(1)."""

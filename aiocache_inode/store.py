@@ -559,8 +559,9 @@ class CacheStore:
         The one victim scan of the store: clean reclaim (``clean_only``, :meth:`_reserve_nowait`)
         and eviction (:meth:`_evict_to`) both take their victims here; ``keep_readahead``
         (readahead's own reservations) also passes over chunks holding unread readahead.
-        Scans past unevictable keys, ``_SCAN`` keys per ``pop_victim`` call, until ``max_keys`` were examined, by
-        default until every key was: a None from one ``pop_victim`` only means its
+        Scans past unevictable keys, ``_SCAN`` keys per ``pop_victim`` call, until
+        ``max_keys`` were examined, by default until every key was: a None from one
+        ``pop_victim`` only means its
         ``max_scan`` keys were refused (e.g. more than 64 pinned chunks at the head of the
         queue), and eviction once stopped there.
         Synchronous. Complexity: O(s); s <= max_keys, by default

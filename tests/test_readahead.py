@@ -289,3 +289,30 @@ async def test_readahead_does_not_evict_unread_readahead() -> None:
             await a.read(off, REQ)
             off += REQ
         assert s.statistics().cache_misses == before
+
+
+async def test_sequential_views_read_ahead() -> None:
+    """A server streaming windows through pinned views gets readahead as a reader would."""
+    size = 8 * MiB
+    data = pattern(size)
+    async with store(readahead_initial=1 * MiB) as s, s.open("k", MemoryBacking(data)) as inode:
+        got = bytearray()
+        for off in range(0, size, 1 * MiB):
+            async with inode.view(off, 1 * MiB) as views:
+                for v in views:
+                    got += v
+            await settle()
+        assert bytes(got) == data
+        st = s.statistics()
+    assert st.readahead_bytes >= size - 2 * MiB
+    assert st.readahead_used_bytes >= size - 2 * MiB
+
+
+async def test_writable_views_do_not_read_ahead() -> None:
+    size = 4 * MiB
+    async with store() as s, s.open("k", MemoryBacking(pattern(size))) as inode:
+        for off in range(0, size, 1 * MiB):
+            async with inode.view(off, 1 * MiB, writable=True):
+                pass
+            await settle()
+        assert s.statistics().readahead_bytes == 0

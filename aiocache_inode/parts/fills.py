@@ -126,6 +126,8 @@ class Fills:
         svc = ino._svc
         counters = svc.counters
         sequential = offset == ino._ra_next
+        # A read counts as one stall however many pieces it waits for.
+        stall = sequential and self._window > 0
         pos = offset
         missed = False
         from_cache = 0
@@ -147,10 +149,12 @@ class Fills:
                 if sequential and svc.tunables.readahead_max:
                     # A stall: the window did not cover the round trip. Grow it and put the
                     # next requests out before waiting, never after.
-                    self.readahead_async(end - offset, reader=end, stalled=self._window > 0)
+                    self.readahead_async(end - offset, reader=end, stalled=stall)
+                    stall = False
                 await ino._wait_op(op, pos)
                 continue
-            got = await self.fill_for_read(pos, end, out, offset, sequential)
+            got = await self.fill_for_read(pos, end, out, offset, sequential, stall)
+            stall = False
             pos += got
         n = pos - offset
         if missed:
@@ -168,14 +172,21 @@ class Fills:
         return n
 
     async def fill_for_read(
-        self, pos: int, end: int, out: memoryview, base: int, sequential: bool = False
+        self,
+        pos: int,
+        end: int,
+        out: memoryview,
+        base: int,
+        sequential: bool = False,
+        stalled: bool = False,
     ) -> int:
         """Fill the gap at ``pos`` and wait for the part the read needs.
 
         The gap goes out as parallel requests of at most ``readahead_request`` bytes (a 4 MiB
         read is 16 requests in flight at once, not one long one); this task runs the first and
         the rest run as background fills the read loop then waits on. A sequential reader also
-        starts or tops up readahead beyond the read; a random one fills only what it asked for.
+        starts or tops up readahead beyond the read (``stalled``: the first wait of a read whose
+        stream was already running); a random one fills only what it asked for.
         Returns 0 to make the caller re-scan, or the bytes copied by a direct read when the
         pool has no room.
 
@@ -216,9 +227,8 @@ class Fills:
                 svc.spawn(self.run_fill, more)
                 piece = more.end
             if sequential and t.readahead_max:
-                # A sequential read that had to go to the backing: readahead was short (or
-                # this is the stream's start).
-                stalled = self._window > 0
+                # A sequential read that had to go to the backing: readahead was short
+                # (``stalled``), or this is the stream's start.
                 self._issued_end = max(self._issued_end, piece)
                 self.readahead_async(end - base, reader=end, stalled=stalled)
         finally:

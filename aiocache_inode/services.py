@@ -52,9 +52,12 @@ class StoreServices:
         "policy",
         "pool",
         "readahead_inflight",
+        "readahead_rtt",
+        "readahead_streams",
         "reclaiming",
         "released",
         "reserve_nowait",
+        "reserve_speculative",
         "retire_if_idle",
         "running",
         "spawn",
@@ -77,6 +80,7 @@ class StoreServices:
         clock: Callable[[], int],
         monotonic: Callable[[], float],
         reserve_nowait: Callable[[int], bool],
+        reserve_speculative: Callable[[int], bool],
         wait_for_room: Callable[[int], Awaitable[bool]],
         balance_dirty: Callable[[], Awaitable[None]],
         wake_evictor: Callable[[], None],
@@ -119,11 +123,18 @@ class StoreServices:
         # Speculative (readahead) bytes being filled, store-wide, against readahead_cap.
         # Loop-atomic.
         self.readahead_inflight = 0
+        # Inodes with readahead in flight (each gets an equal share of the cap), and the
+        # store-wide estimate of one readahead request's round trip in seconds (an EWMA; 0
+        # until the first lands): the windows' bandwidth-delay sizing. Loop-atomic.
+        self.readahead_streams = 0
+        self.readahead_rtt = 0.0
         # Whether the store's task group accepts work (set by the store). Loop-atomic.
         self.running = False
         # The store's services, bound once. Immutable after __init__.
         #: Make room for n bytes by dropping clean chunks; True when they fit. Synchronous.
         self.reserve_nowait = reserve_nowait
+        #: The same for readahead: it never drops readahead nobody has read yet.
+        self.reserve_speculative = reserve_speculative
         #: Direct reclaim: write back and drop until n bytes fit; False when nothing can go.
         self.wait_for_room = wait_for_room
         #: Throttle a writer while dirty bytes exceed the hard limit.
@@ -189,6 +200,10 @@ class Reclaimable(Protocol):
 
         Unmapped, idle, and clean when ``clean_only``. Synchronous.
         """
+        ...
+
+    def chunk_holds_unread_readahead(self, idx: int) -> bool:
+        """Whether chunk ``idx`` holds readahead no read has used yet. Synchronous."""
         ...
 
     def drop_chunk_nowait(self, idx: int, reason: str) -> int:

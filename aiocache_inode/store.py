@@ -153,6 +153,7 @@ class CacheStore:
             clock=clock,
             monotonic=monotonic,
             reserve_nowait=self._reserve_nowait,
+            reserve_speculative=self._reserve_speculative,
             wait_for_room=self._wait_for_room,
             balance_dirty=self._balance_dirty,
             wake_evictor=self._evictor.wake,
@@ -481,10 +482,19 @@ class CacheStore:
         inode_id, idx = split_key(key)
         return self._by_id.get(inode_id), idx
 
-    def _reserve_nowait(self, nbytes: int) -> bool:
+    def _reserve_speculative(self, nbytes: int) -> bool:
+        """:meth:`_reserve_nowait` for readahead: unread readahead is not a victim.
+
+        One reader's next data must not be evicted to make room for another's speculation;
+        when only such data is left, readahead gets no room (and its window shrinks).
+        """
+        return self._reserve_nowait(nbytes, keep_readahead=True)
+
+    def _reserve_nowait(self, nbytes: int, *, keep_readahead: bool = False) -> bool:
         """Make room for ``nbytes`` by dropping clean, unpinned, idle chunks in policy order.
 
-        Synchronous. True when usage + nbytes fits the budget afterwards.
+        Synchronous. True when usage + nbytes fits the budget afterwards. ``keep_readahead``
+        spares chunks holding readahead no read has used yet.
         """
         limit = self._memory_limit
         pool = self._pool
@@ -496,7 +506,7 @@ class CacheStore:
             # One pop_victim's worth of keys per victim: this runs synchronously on the fill
             # path, so it bounds its work; when it finds nothing, the caller's direct reclaim
             # (_wait_for_room) scans on, writing dirty chunks back.
-            key = self._pop_victim(clean_only=True, max_keys=_SCAN)
+            key = self._pop_victim(clean_only=True, max_keys=_SCAN, keep_readahead=keep_readahead)
             if key is None:
                 break
             inode, idx = self._victim_inode(key)
@@ -527,18 +537,31 @@ class CacheStore:
         inode, idx = self._victim_inode(key)
         return inode is not None and inode.chunk_evictable(idx, clean_only=True)
 
+    def _clean_victim_not_readahead(self, key: int) -> bool:
+        """:meth:`_clean_victim`, sparing chunks with readahead no read has used yet."""
+        inode, idx = self._victim_inode(key)
+        return (
+            inode is not None
+            and inode.chunk_evictable(idx, clean_only=True)
+            and not inode.chunk_holds_unread_readahead(idx)
+        )
+
     def _any_victim(self, key: int) -> bool:
         """Whether ``key``'s chunk can be evicted, writing its dirty data back first."""
         inode, idx = self._victim_inode(key)
         return inode is not None and inode.chunk_evictable(idx, clean_only=False)
 
-    def _pop_victim(self, *, clean_only: bool, max_keys: int | None = None) -> int | None:
+    def _pop_victim(
+        self, *, clean_only: bool, max_keys: int | None = None, keep_readahead: bool = False
+    ) -> int | None:
         """The next victim in policy order, or None when no key can be evicted.
 
         The one victim scan of the store: clean reclaim (``clean_only``, :meth:`_reserve_nowait`)
-        and eviction (:meth:`_evict_to`) both take their victims here. Scans past unevictable
-        keys, ``_SCAN`` keys per ``pop_victim`` call, until ``max_keys`` were examined, by
-        default until every key was: a None from one ``pop_victim`` only means its
+        and eviction (:meth:`_evict_to`) both take their victims here; ``keep_readahead``
+        (readahead's own reservations) also passes over chunks holding unread readahead.
+        Scans past unevictable keys, ``_SCAN`` keys per ``pop_victim`` call, until
+        ``max_keys`` were examined, by default until every key was: a None from one
+        ``pop_victim`` only means its
         ``max_scan`` keys were refused (e.g. more than 64 pinned chunks at the head of the
         queue), and eviction once stopped there.
         Synchronous. Complexity: O(s); s <= max_keys, by default
@@ -546,7 +569,10 @@ class CacheStore:
         per counter bit and once more on promotion.
         """
         policy = self._policy
-        can_evict = self._clean_victim if clean_only else self._any_victim
+        if keep_readahead:
+            can_evict = self._clean_victim_not_readahead
+        else:
+            can_evict = self._clean_victim if clean_only else self._any_victim
         budget = (S3FIFO_MAX_FREQ + 2) * len(policy) + _SCAN if max_keys is None else max_keys
         while budget > 0 and len(policy):
             key: int | None = policy.pop_victim(can_evict, _SCAN)

@@ -150,9 +150,11 @@ class InodeCore:
         "_pending_mc",
         "_pending_usage",
         "_pins",
+        "_ra_mark",
         "_ra_next",
         "_ra_trigger",
         "_ra_unused",
+        "_ra_wasted",
         "_reported_cached",
         "_reported_dirty",
         "_reported_mapped",
@@ -233,9 +235,14 @@ class InodeCore:
         # Protected by: loop atomicity (hits update them without a lock).
         self._ra_next = 0
         self._ra_trigger = MAX_OFFSET
-        # Ranges filled by readahead that no read has used yet (wasted if dropped unused).
+        # Ranges filled by readahead that no read has used yet (wasted if dropped unused), and
+        # where the current run of sequential reads began: every byte of [_ra_mark, _ra_next)
+        # has been read, and is removed from _ra_unused lazily (_ra_flush), not per read.
+        # This inode's wasted readahead bytes (its window shrinks when they grow).
         # Protected by: loop atomicity.
         self._ra_unused: SegmentMap[bool] = SegmentMap()
+        self._ra_mark = 0
+        self._ra_wasted = 0
         # The cached segment the last hit used: (file start, file end, arena view, offset of
         # the start in it). Any drop of cached pages forgets it (extents may be reused).
         # Protected by: loop atomicity.
@@ -381,6 +388,14 @@ class InodeCore:
             svc.policy.remove(key)
             svc.reclaiming.discard(key)
 
+    def _ra_flush(self) -> None:
+        """Count the pending sequential run ``[_ra_mark, _ra_next)`` as used readahead."""
+        mark = self._ra_mark
+        nxt = self._ra_next
+        if nxt > mark and self._ra_unused:
+            self._ra_consume(mark, nxt)
+        self._ra_mark = nxt
+
     def _ra_consume(self, start: int, end: int) -> None:
         used = self._ra_unused.remove(start, end)
         if used:
@@ -485,10 +500,12 @@ class InodeCore:
         counters = self._svc.counters
         counters.evicted_bytes[reason] += freed
         if self._ra_unused:
+            self._ra_flush()
             wasted = self._ra_unused.remove(start, end)
             for s, e, _ in wasted:
                 if self._cache.covered_bytes(s, e) == 0:
                     counters.readahead_wasted_bytes += e - s
+                    self._ra_wasted += e - s
                 else:
                     self._ra_unused.insert(s, e, True)
 

@@ -316,3 +316,15 @@ async def test_writable_views_do_not_read_ahead() -> None:
                 pass
             await settle()
         assert s.statistics().readahead_bytes == 0
+
+
+async def test_a_reader_reaching_eof_settles_the_used_count() -> None:
+    size = 4 * MiB + 1000  # ends inside a page
+    data = pattern(size)
+    async with store(readahead_initial=1 * MiB) as s, s.open("k", MemoryBacking(data)) as inode:
+        assert await read_all(inode, size, 64 * KiB) == data
+        st = s.statistics()
+    assert st.readahead_bytes > 0
+    # Everything but the last page's bytes past EOF (filled, never readable) was counted used.
+    assert st.readahead_bytes - st.readahead_used_bytes == 4096 - 1000
+    assert st.readahead_wasted_bytes == 0

@@ -318,10 +318,15 @@ class Fills:
         t = svc.tunables
         if not t.readahead_max or not svc.running or ino._resizing is not None:
             return
+        ino._ra_flush()
         if reader < 0:
             reader = ino._ra_next
+        if reader >= ino._size and not self._window:
+            # The reader reached EOF after its stream ended there: nothing to issue (this call
+            # only settled the used count).
+            ino._ra_trigger = MAX_OFFSET
+            return
         self._frontier = reader
-        ino._ra_flush()
         now = svc.monotonic()
         window = self._window
         if not window:
@@ -360,8 +365,10 @@ class Fills:
             svc.spawn(self._stream, op)
         if self._issued_end >= eof:
             # Issued to EOF: the stream is done (and gives its share back); a reader that
-            # goes on after the file grew misses and starts a new one.
+            # goes on after the file grew misses and starts a new one. The trigger stays at
+            # EOF, where the read that gets there settles the used count.
             self.end_stream()
+            ino._ra_trigger = ino._size
         else:
             # Top up again once the reader has consumed one more request's worth.
             ino._ra_trigger = max(reader + 1, self._issued_end - window + t.readahead_request)

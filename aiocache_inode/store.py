@@ -508,6 +508,9 @@ class CacheStore:
             if pool.used_bytes + nbytes > self._budget.high * limit:
                 self._wake_evictor()
             return True
+        if self._take_back_appends(limit - nbytes):
+            self._wake_evictor()
+            return True
         policy = self._policy
 
         def clean(key: int) -> bool:
@@ -534,12 +537,27 @@ class CacheStore:
         Checkpoint: always. Cancellation: nothing to undo.
         """
         await anyio.lowlevel.checkpoint()
-        if self._pool.used_bytes + nbytes <= self._memory_limit:
+        if self._take_back_appends(self._memory_limit - nbytes):
             return True
         # A failing write-back only means less room: the caller then bypasses the cache.
         with contextlib.suppress(CacheError):
             await self._evict_to(self._memory_limit - nbytes, "pressure", max_chunks=64)
         return self._pool.used_bytes + nbytes <= self._memory_limit
+
+    def _take_back_appends(self, target: int) -> bool:
+        """Take append reservations back, oldest first, until usage <= ``target``.
+
+        A reservation is budget lent to an appender, not spent: it is given back before any
+        cached page is evicted for room, and before anyone goes over budget (a pinned fill
+        that finds no room). Returns whether usage is at most ``target`` now.
+        Synchronous. Complexity: O(r); r reservations taken back.
+        """
+        pool = self._pool
+        appends = self._svc.appends
+        while appends and pool.used_bytes > target:
+            # The give-back removes its own entry.
+            next(iter(appends.values()))()
+        return pool.used_bytes <= target
 
     def _pop_victim(self, can_evict: Callable[[int], bool]) -> int | None:
         """The next victim in policy order, or None when no key can be evicted.
@@ -570,6 +588,8 @@ class CacheStore:
             inode, idx = self._victim_inode(key)
             return inode is not None and inode.chunk_evictable(idx, clean_only=False)
 
+        if self._take_back_appends(target):
+            return self._pool.used_bytes
         count = 0
         failed: list[int] = []
         try:

@@ -90,8 +90,12 @@ class Writes:
     def append_pages(self, offset: int, end: int) -> memoryview | None:
         """Pool pages for ``[offset, pgend(end))`` from the append reservation.
 
-        The reservation is refilled with one allocation of at least ``APPEND_RESERVE``.
-        Returns None when the pool has no room. Sets ``_append_at`` to the pages' pool offset.
+        The reservation is lent budget, not spent (see ``svc.appends``): when it runs out, the
+        pages this append needs are reserved (reclaiming for them if the budget is full), and
+        up to ``APPEND_RESERVE`` in all is set aside only out of the budget's free headroom, so
+        it never evicts a cached page; reclaim takes it back before anything is evicted or goes
+        over budget. Returns None when the pool has no room. Sets ``_append_at`` to the pages'
+        pool offset.
         """
         ino = self._ino
         need = page_round_up(end) - offset
@@ -100,9 +104,10 @@ class Writes:
         res = ino._append
         if res is None or res[1] < need:
             ino._release_append()
-            want = max(need, APPEND_RESERVE)
-            if not svc.reserve_nowait(want):
+            if not svc.reserve_nowait(need):
                 return None
+            spare = (svc.memory_limit - pool.used_bytes - need) & ~PAGE_MASK
+            want = need + max(0, min(APPEND_RESERVE - need, spare))
             try:
                 # Populated now: this thread writes every page of it next (see MemoryPool).
                 extents = pool.allocate(want, populate=True)
@@ -114,8 +119,15 @@ class Writes:
             if res[1] < need:
                 pool.free(res[0], res[1])
                 return None
+            if res[1] > need:
+                svc.appends[ino._id] = ino._release_append
         pool_off, left = res
-        ino._append = (pool_off + need, left - need) if left > need else None
+        if left > need:
+            ino._append = (pool_off + need, left - need)
+        elif ino._append is not None:
+            # Used up: no longer lent.
+            ino._append = None
+            del svc.appends[ino._id]
         self._append_at = pool_off
         return pool.view(pool_off, need)
 

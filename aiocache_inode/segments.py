@@ -37,7 +37,7 @@ Not thread-safe, and not safe to mutate while one of its iterators is live: mate
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from sortedcontainers import SortedDict
 
@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 __all__ = ["SegmentMap"]
 
 V = TypeVar("V")
+
+# The plain dict accessors of the SortedDict, for a key known to be present (append's in-place
+# extension): no SortedDict method in between.
+_dict_getitem: Final = dict.__getitem__
+_dict_setitem: Final = dict.__setitem__
 
 
 def _same(value: V, delta: int) -> V:
@@ -324,19 +329,33 @@ class SegmentMap(Generic[V]):
         The append fast path (sequential writes): extending the last segment in place is one
         dict update. Returns False, changing nothing, when the range is not past the end.
 
+        Hot path (every write-back append, twice): the last start is read from the sorted
+        key list's last sublist and the value set with ``dict.__setitem__`` (the key exists,
+        so the key order does not change), which skips ``peekitem`` and ``SortedDict``'s own
+        ``__setitem__``: four Python-level calls, about half the cost of the append.
+
         Complexity: O(1) when it extends the last segment, else O(log n).
         """
         if start >= end:
             return start == end
         m = self._map
         if m:
-            last_start, (last_end, last_value) = m.peekitem(-1)
+            # SortedDict keeps its keys in a SortedList whose sublists are in order: the last
+            # key is the last sublist's last item (sortedcontainers' own __getitem__(-1)).
+            last_start = m._list._lists[-1][-1]  # noqa: SLF001
+            last_end, last_value = _dict_getitem(m, last_start)
             if last_end > start:
                 return False
-            if last_end == start and self._can_merge(last_value, last_end - last_start, value):
-                m[last_start] = (end, last_value)
-                self._total += end - start
-                return True
+            if last_end == start:
+                can_merge = self._can_merge
+                if (
+                    last_value == value
+                    if can_merge is _equal
+                    else can_merge(last_value, last_end - last_start, value)
+                ):
+                    _dict_setitem(m, last_start, (end, last_value))
+                    self._total += end - start
+                    return True
         m[start] = (end, value)
         self._total += end - start
         return True

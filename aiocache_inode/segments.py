@@ -162,6 +162,29 @@ class SegmentMap(Generic[V]):
             return start, end, value
         return None
 
+    def intersects(self, start: int, end: int) -> bool:
+        """Whether any segment meets ``[start, end)`` (``start < end``, not checked).
+
+        Hot path (every fast write asks it of the in-flight table): a range at or past the
+        end of the last segment, as an append's is, is answered from the last key in O(1)
+        C-level steps; otherwise the one segment that could meet the range is found by one
+        bisect, since segments are disjoint and in order (the last one starting before
+        ``end`` ends furthest).
+
+        Complexity: O(1) for a range past the last segment, else O(log n).
+        """
+        m = self._map
+        if not m:
+            return False
+        # The last key, as in append.
+        last_start = m._list._lists[-1][-1]  # noqa: SLF001
+        if last_start < end:
+            return bool(_dict_getitem(m, last_start)[0] > start)
+        i = m.bisect_left(end) - 1
+        if i < 0:
+            return False
+        return bool(_dict_getitem(m, m.keys()[i])[0] > start)
+
     def overlapping(self, start: int, end: int) -> Iterator[tuple[int, int, V]]:
         """Segments meeting ``[start, end)``, unclipped, as ``(start, end, value)``, in order.
 

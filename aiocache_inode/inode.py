@@ -303,7 +303,8 @@ class CachingInode(InodeCore):
         n = len(src)
         if offset + n > MAX_OFFSET:
             raise ValueError("write would pass the largest file offset")
-        self._check_open()
+        if self._closed:
+            raise ClosedError("inode released")
         if n == 0:
             await anyio.lowlevel.checkpoint()
             return 0
@@ -311,8 +312,10 @@ class CachingInode(InodeCore):
         # Fast path: no writer, no I/O in flight on this inode, dirty data under the limit, and
         # the bytes land in cached pages or in fresh pages past EOF (write-back mode). Then the
         # whole write is one synchronous section: atomic, no lock needed, as cheap as a hit.
+        # (intersects answers an append past every op in flight, the flusher's write-backs of
+        # earlier pages, in O(1).)
         if (
-            (not self._inflight or self._idle(offset, offset + n))
+            not self._inflight.intersects(offset, offset + n)
             and not self._attr_lock.locked()
             and svc.dirty_bytes <= svc.dirty_limit
             and self._writes.write_nowait(offset, src, n)

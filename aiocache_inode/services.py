@@ -35,6 +35,7 @@ class StoreServices:
     """
 
     __slots__ = (
+        "appends",
         "balance_dirty",
         "cached_bytes",
         "clock",
@@ -46,6 +47,7 @@ class StoreServices:
         "hit_credit",
         "hit_yield_every",
         "mapped_bytes",
+        "memory_limit",
         "monotonic",
         "noatime",
         "observe_writeback",
@@ -102,12 +104,20 @@ class StoreServices:
         # key here. Loop-atomic.
         # Invariant: policy keys | reclaiming == chunks with cached pages, at every await.
         self.reclaiming: set[int] = set()
+        # Inodes holding an append reservation (inode id -> its give-back), oldest first. The
+        # reservation is lent budget, not spent: reclaim takes reservations back (the store's
+        # _take_back_appends) before it evicts a page or anyone goes over budget. Each inode
+        # adds itself when it takes one and removes itself when it gives it back. Loop-atomic.
+        self.appends: dict[int, Callable[[], None]] = {}
         # Copied out of the tunables for the hot paths. Immutable after __init__.
         self.write_back = write_back
         self.noatime = t.noatime
         self.dirty_limit = t.dirty_limit_bytes
         self.dirty_background = t.dirty_background_bytes
         self.hit_yield_every = t.hit_yield_every
+        # The budget in bytes (the store's memory_limit): an append reservation is sized within
+        # its free headroom.
+        self.memory_limit = memory_limit
         # Usage above which finished fills wake the evictor (the high watermark, in bytes).
         self.evict_above = int(t.high_watermark * memory_limit)
         # Nanosecond wall clock (timestamps) and seconds clock (dirty ages). Immutable.

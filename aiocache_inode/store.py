@@ -502,6 +502,9 @@ class CacheStore:
             if pool.used_bytes + nbytes > self._budget.high * limit:
                 self._wake_evictor()
             return True
+        if self._take_back_appends(limit - nbytes):
+            self._wake_evictor()
+            return True
         while pool.used_bytes + nbytes > limit:
             # One pop_victim's worth of keys per victim: this runs synchronously on the fill
             # path, so it bounds its work; when it finds nothing, the caller's direct reclaim
@@ -525,12 +528,27 @@ class CacheStore:
         Checkpoint: always. Cancellation: nothing to undo.
         """
         await anyio.lowlevel.checkpoint()
-        if self._pool.used_bytes + nbytes <= self._memory_limit:
+        if self._take_back_appends(self._memory_limit - nbytes):
             return True
         # A failing write-back only means less room: the caller then bypasses the cache.
         with contextlib.suppress(CacheError):
             await self._evict_to(self._memory_limit - nbytes, "pressure", max_chunks=64)
         return self._pool.used_bytes + nbytes <= self._memory_limit
+
+    def _take_back_appends(self, target: int) -> bool:
+        """Take append reservations back, oldest first, until usage <= ``target``.
+
+        A reservation is budget lent to an appender, not spent: it is given back before any
+        cached page is evicted for room, and before anyone goes over budget (a pinned fill
+        that finds no room). Returns whether usage is at most ``target`` now.
+        Synchronous. Complexity: O(r); r reservations taken back.
+        """
+        pool = self._pool
+        appends = self._svc.appends
+        while appends and pool.used_bytes > target:
+            # The give-back removes its own entry.
+            next(iter(appends.values()))()
+        return pool.used_bytes <= target
 
     def _clean_victim(self, key: int) -> bool:
         """Whether ``key``'s chunk can be dropped now: clean, unmapped and idle."""
@@ -587,6 +605,8 @@ class CacheStore:
         Checkpoint: every 8 chunks, and when a dirty chunk is written back.
         Cancellation: stops between chunks; unfinished chunks stay cached (and dirty).
         """
+        if self._take_back_appends(target):
+            return self._pool.used_bytes
         count = 0
         failed: list[int] = []
         try:

@@ -249,8 +249,9 @@ class InodeCore:
         self._hit: tuple[int, int, memoryview, int] | None = None
         # Pool pages set aside for appends in write-back mode (offset, length): a run of 4 KiB
         # appends then takes its pages from one allocation and its cache segment grows in
-        # place. Counted in usage; given back by truncate, eviction and release. Protected by:
-        # loop atomicity (taken and given back in synchronous sections).
+        # place. Counted in usage; given back by truncate, eviction and release, and taken back
+        # by reclaim whenever room is short (svc.appends: held exactly while this is set).
+        # Protected by: loop atomicity (taken and given back in synchronous sections).
         self._append: tuple[int, int] | None = None
 
         # Byte counts last reported to the store's totals (the store sums deltas). Protected by:
@@ -410,7 +411,9 @@ class InodeCore:
         res = self._append
         if res is not None:
             self._append = None
-            self._svc.pool.free(res[0], res[1])
+            svc = self._svc
+            del svc.appends[self._id]
+            svc.pool.free(res[0], res[1])
 
     def _gap_limit_any(self, pos: int) -> int:
         """Where the gap at ``pos`` ends: the next cached page or in-flight op (no EOF clip)."""
@@ -592,6 +595,8 @@ class InodeCore:
         svc = self._svc
         have = {k for k in [*svc.policy.keys(), *svc.reclaiming] if k >> KEY_SHIFT == self._id}
         assert want == have, f"policy keys differ: missing {want - have}, extra {have - want}"
+        lent = self._id in svc.appends
+        assert lent == (self._append is not None), "append reservation not registered as lent"
         assert self._reported_cached == self._cache.total()
         assert self._reported_dirty == self._dirty.total() + self._writeback_bytes
         running = sum(

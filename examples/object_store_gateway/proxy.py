@@ -78,11 +78,12 @@ __all__ = [
 MAX_BODY: Final = 256 << 20
 #: The largest ranged GET a readahead window is cut into, in proxy mode (the library's default,
 #: 256 KiB, suits stores whose requests cost little). Each GET to an S3 store costs milliseconds
-#: of its own (signing, the client's and the store's per-request work) and some stores more: a
-#: cold 64 MiB read through the cache from a one-node Ceph RGW 20 ms away took 1.5 s in 253 GETs
-#: of 256 KiB and 0.7 s in 64 of 1 MiB (larger requests gained nothing more), and moto copies
-#: the whole object for every ranged GET (70 ms each for a 64 MiB object).
-PROXY_READAHEAD_REQUEST: Final = 1 << 20
+#: of CPU of its own (botocore's signing, hooks and parsing: about 10 ms per GET on this 2-core
+#: machine, profiled with py-spy) and some stores more (moto copies the whole object for every
+#: ranged GET). A cold 64 MiB read through the gateway from a one-node Ceph RGW 20 ms away (the
+#: benchmark's delay line) took 1.1 s in GETs of 1 MiB, 0.70 s in 4 MiB and 0.48-0.60 s in
+#: 8 MiB, against 0.42 s for one direct GET; mountpoint-s3 uses 8 MiB parts too.
+PROXY_READAHEAD_REQUEST: Final = 8 << 20
 #: Bytes read through the cache before the status line goes out, so a failed fill (a version
 #: replaced upstream) is answered with a retry or an S3 error, not a cut-off 200.
 _FIRST_READ: Final = 64 << 10
@@ -293,9 +294,10 @@ class Proxy:
                     "HIT" if cached == end - start else "MISS" if not cached else "PARTIAL"
                 )
                 headers.append(("x-cache", ex.cache_result))
+                first = b""
                 if not head and end > start:
                     try:
-                        await inode.read(start, min(end - start, _FIRST_READ))
+                        first = await inode.read(start, min(end - start, _FIRST_READ))
                     except BackingError as exc:
                         from aiocache_inode.backing.s3 import ObjectChangedError
 
@@ -309,15 +311,23 @@ class Proxy:
                 # A range not all cached goes out as copies: inode.read() fills with readahead
                 # (several ranged GETs in flight), while the zero-copy path pins one window at a
                 # time and fills only that, one round trip to the upstream per window.
-                zero_copy = ex.gw.config.zero_copy if ex.cache_result == "HIT" else False
-                await send_inode_range(
-                    ex.send,
-                    inode,
-                    start,
-                    end,
-                    more_body_after=False,
-                    zero_copy=zero_copy,
+                # The first read's bytes go out as they are and the rest follows from where it
+                # ended: a re-read from the start would look like a jump back to readahead and
+                # end the stream that first read started.
+                rest = start + len(first)
+                await ex.send(
+                    {"type": "http.response.body", "body": first, "more_body": rest < end}
                 )
+                if rest < end:
+                    zero_copy = ex.gw.config.zero_copy if ex.cache_result == "HIT" else False
+                    await send_inode_range(
+                        ex.send,
+                        inode,
+                        rest,
+                        end,
+                        more_body_after=False,
+                        zero_copy=zero_copy,
+                    )
                 return
         raise AssertionError("unreachable")  # pragma: no cover - the second attempt returns
 

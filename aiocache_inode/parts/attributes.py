@@ -291,7 +291,7 @@ class Attributes:
         if failure is not None:
             kept = f", {ino._dirty.total()} dirty bytes kept" if ino._dirty else ""
             raise BackingError(
-                f"the file changed behind the cache, but reading the new version failed:"
+                "the file changed behind the cache, but reading the new version failed:"
                 f" {failure}; its clean pages are dropped{kept}, and the size and attributes"
                 " stay the old ones until a revalidation succeeds"
             ) from failure

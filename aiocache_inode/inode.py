@@ -33,6 +33,7 @@ import anyio
 import anyio.lowlevel
 
 from .attrs import AttrMask
+from .backing.metered import MeteredBacking
 from .chunks import CHUNK_SHIFT, CHUNK_SIZE
 from .errors import BackingError, ClosedError, WouldBlock
 from .parts.attributes import Attributes
@@ -138,8 +139,9 @@ class CachingInode(InodeCore):
 
     @property
     def backing(self) -> BackingFile:
-        """The backing file."""
-        return self._backing
+        """The backing file it was opened with (not the store's meter around it)."""
+        b = self._backing
+        return b.inner if isinstance(b, MeteredBacking) else b
 
     def statistics(self) -> InodeStatistics:
         """A snapshot of this inode's state."""
@@ -233,11 +235,16 @@ class CachingInode(InodeCore):
                 svc.policy.access(self._key_base | first)
             else:
                 self._access_chunks(offset, end)
-            if self._ra_unused:
-                self._ra_consume(offset, end)
-            if offset == self._ra_next and end >= self._ra_trigger:
-                self._fills.readahead_async()
-            self._ra_next = end
+            # Readahead: a sequential run only moves _ra_next (used readahead is counted
+            # lazily); crossing the trigger tops the window up; a jump ends the stream.
+            if offset == self._ra_next:
+                self._ra_next = end
+                if end >= self._ra_trigger:
+                    self._fills.readahead_async(n)
+            elif self._ra_trigger != MAX_OFFSET or self._ra_unused:
+                self._fills.jump(offset, end)
+            else:
+                self._ra_next = end
             svc.hit_credit -= 1
             if svc.hit_credit <= 0:
                 svc.hit_credit = svc.hit_yield_every
@@ -306,7 +313,8 @@ class CachingInode(InodeCore):
         n = len(src)
         if offset + n > MAX_OFFSET:
             raise ValueError("write would pass the largest file offset")
-        self._check_open()
+        if self._closed:
+            raise ClosedError("inode released")
         if n == 0:
             await anyio.lowlevel.checkpoint()
             return 0
@@ -314,8 +322,10 @@ class CachingInode(InodeCore):
         # Fast path: no writer, no I/O in flight on this inode, dirty data under the limit, and
         # the bytes land in cached pages or in fresh pages past EOF (write-back mode). Then the
         # whole write is one synchronous section: atomic, no lock needed, as cheap as a hit.
+        # (intersects answers an append past every op in flight, the flusher's write-backs of
+        # earlier pages, in O(1).)
         if (
-            (not self._inflight or self._idle(offset, offset + n))
+            not self._inflight.intersects(offset, offset + n)
             and not self._attr_lock.locked()
             and svc.dirty_bytes <= svc.dirty_limit
             and self._writes.write_nowait(offset, src, n)
@@ -640,6 +650,14 @@ class CachingInode(InodeCore):
         cs = idx << CHUNK_SHIFT
         return bool(self._drops.evictable_parts(cs, cs + CHUNK_SIZE, clean_only=clean_only))
 
+    def chunk_holds_unread_readahead(self, idx: int) -> bool:
+        """Whether chunk ``idx`` holds readahead no read has used yet. Complexity: O(log n)."""
+        if not self._ra_unused:
+            return False
+        self._ra_flush()
+        cs = idx << CHUNK_SHIFT
+        return self._ra_unused.covered_bytes(cs, cs + CHUNK_SIZE) > 0
+
     def drop_chunk_nowait(self, idx: int, reason: str) -> int:
         """Drop the clean, unmapped, idle pages of chunk ``idx``; return the bytes freed.
 
@@ -657,6 +675,7 @@ class CachingInode(InodeCore):
         if self._closed or not self._retirable():
             return False
         self._closed = True
+        self._fills.end_stream()
         # The cache map's callback is the one reference cycle an inode has: break it, so the
         # object is freed at once by reference counting rather than by the cyclic collector
         # (which, with thousands of retired inodes, cost more than opening them).
@@ -667,6 +686,7 @@ class CachingInode(InodeCore):
     def abandon(self) -> None:
         """Close this inode without writing anything back: its store has shut down."""
         self._closed = True
+        self._fills.end_stream()
 
     @property
     def held_bytes(self) -> int:
@@ -764,7 +784,11 @@ class CachingInode(InodeCore):
             CacheError: mappings still exist.
             WritebackError: dirty data could not be written back.
         """
-        await self._drops.release()
+        try:
+            await self._drops.release()
+        finally:
+            if self._closed:
+                self._fills.end_stream()  # its share of the readahead cap goes to the others
 
     # ------------------------------------------------------------------------------------------
     # Host-FD mode (the seed's IncRef/DecRef/MapInternal)

@@ -37,7 +37,7 @@ Not thread-safe, and not safe to mutate while one of its iterators is live: mate
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from sortedcontainers import SortedDict
 
@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 __all__ = ["SegmentMap"]
 
 V = TypeVar("V")
+
+# The plain dict accessors of the SortedDict, for a key known to be present (append's in-place
+# extension): no SortedDict method in between.
+_dict_getitem: Final = dict.__getitem__
+_dict_setitem: Final = dict.__setitem__
 
 
 def _same(value: V, delta: int) -> V:
@@ -156,6 +161,29 @@ class SegmentMap(Generic[V]):
         if offset < end:
             return start, end, value
         return None
+
+    def intersects(self, start: int, end: int) -> bool:
+        """Whether any segment meets ``[start, end)`` (``start < end``, not checked).
+
+        Hot path (every fast write asks it of the in-flight table): a range at or past the
+        end of the last segment, as an append's is, is answered from the last key in O(1)
+        C-level steps; otherwise the one segment that could meet the range is found by one
+        bisect, since segments are disjoint and in order (the last one starting before
+        ``end`` ends furthest).
+
+        Complexity: O(1) for a range past the last segment, else O(log n).
+        """
+        m = self._map
+        if not m:
+            return False
+        # The last key, as in append.
+        last_start = m._list._lists[-1][-1]  # noqa: SLF001
+        if last_start < end:
+            return bool(_dict_getitem(m, last_start)[0] > start)
+        i = m.bisect_left(end) - 1
+        if i < 0:
+            return False
+        return bool(_dict_getitem(m, m.keys()[i])[0] > start)
 
     def overlapping(self, start: int, end: int) -> Iterator[tuple[int, int, V]]:
         """Segments meeting ``[start, end)``, unclipped, as ``(start, end, value)``, in order.
@@ -324,19 +352,33 @@ class SegmentMap(Generic[V]):
         The append fast path (sequential writes): extending the last segment in place is one
         dict update. Returns False, changing nothing, when the range is not past the end.
 
+        Hot path (every write-back append, twice): the last start is read from the sorted
+        key list's last sublist and the value set with ``dict.__setitem__`` (the key exists,
+        so the key order does not change), which skips ``peekitem`` and ``SortedDict``'s own
+        ``__setitem__``: four Python-level calls, about half the cost of the append.
+
         Complexity: O(1) when it extends the last segment, else O(log n).
         """
         if start >= end:
             return start == end
         m = self._map
         if m:
-            last_start, (last_end, last_value) = m.peekitem(-1)
+            # SortedDict keeps its keys in a SortedList whose sublists are in order: the last
+            # key is the last sublist's last item (sortedcontainers' own __getitem__(-1)).
+            last_start = m._list._lists[-1][-1]  # noqa: SLF001
+            last_end, last_value = _dict_getitem(m, last_start)
             if last_end > start:
                 return False
-            if last_end == start and self._can_merge(last_value, last_end - last_start, value):
-                m[last_start] = (end, last_value)
-                self._total += end - start
-                return True
+            if last_end == start:
+                can_merge = self._can_merge
+                if (
+                    last_value == value
+                    if can_merge is _equal
+                    else can_merge(last_value, last_end - last_start, value)
+                ):
+                    _dict_setitem(m, last_start, (end, last_value))
+                    self._total += end - start
+                    return True
         m[start] = (end, value)
         self._total += end - start
         return True

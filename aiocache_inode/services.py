@@ -12,10 +12,10 @@ awaits (loop-atomic), so none needs a lock.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Protocol, final
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable
 
     from .policies import EvictionPolicy
     from .pool import MemoryPool
@@ -35,7 +35,7 @@ class StoreServices:
     """
 
     __slots__ = (
-        "backing_call",
+        "appends",
         "balance_dirty",
         "cached_bytes",
         "clock",
@@ -47,15 +47,19 @@ class StoreServices:
         "hit_credit",
         "hit_yield_every",
         "mapped_bytes",
+        "memory_limit",
         "monotonic",
         "noatime",
         "observe_writeback",
         "policy",
         "pool",
         "readahead_inflight",
+        "readahead_rtt",
+        "readahead_streams",
         "reclaiming",
         "released",
         "reserve_nowait",
+        "reserve_speculative",
         "retire_if_idle",
         "running",
         "spawn",
@@ -78,12 +82,12 @@ class StoreServices:
         clock: Callable[[], int],
         monotonic: Callable[[], float],
         reserve_nowait: Callable[[int], bool],
+        reserve_speculative: Callable[[int], bool],
         wait_for_room: Callable[[int], Awaitable[bool]],
         balance_dirty: Callable[[], Awaitable[None]],
         wake_evictor: Callable[[], None],
         wake_flusher: Callable[[], None],
         spawn: Callable[..., None],
-        backing_call: Callable[[str, Awaitable[Any]], Coroutine[Any, Any, Any]],
         observe_writeback: Callable[[float], None],
         retire_if_idle: Callable[[int], None],
         released: Callable[[int], None],
@@ -100,12 +104,20 @@ class StoreServices:
         # key here. Loop-atomic.
         # Invariant: policy keys | reclaiming == chunks with cached pages, at every await.
         self.reclaiming: set[int] = set()
+        # Inodes holding an append reservation (inode id -> its give-back), oldest first. The
+        # reservation is lent budget, not spent: reclaim takes reservations back (the store's
+        # _take_back_appends) before it evicts a page or anyone goes over budget. Each inode
+        # adds itself when it takes one and removes itself when it gives it back. Loop-atomic.
+        self.appends: dict[int, Callable[[], None]] = {}
         # Copied out of the tunables for the hot paths. Immutable after __init__.
         self.write_back = write_back
         self.noatime = t.noatime
         self.dirty_limit = t.dirty_limit_bytes
         self.dirty_background = t.dirty_background_bytes
         self.hit_yield_every = t.hit_yield_every
+        # The budget in bytes (the store's memory_limit): an append reservation is sized within
+        # its free headroom.
+        self.memory_limit = memory_limit
         # Usage above which finished fills wake the evictor (the high watermark, in bytes).
         self.evict_above = int(t.high_watermark * memory_limit)
         # Nanosecond wall clock (timestamps) and seconds clock (dirty ages). Immutable.
@@ -121,11 +133,18 @@ class StoreServices:
         # Speculative (readahead) bytes being filled, store-wide, against readahead_cap.
         # Loop-atomic.
         self.readahead_inflight = 0
+        # Inodes with readahead in flight (each gets an equal share of the cap), and the
+        # store-wide estimate of one readahead request's round trip in seconds (an EWMA; 0
+        # until the first lands): the windows' bandwidth-delay sizing. Loop-atomic.
+        self.readahead_streams = 0
+        self.readahead_rtt = 0.0
         # Whether the store's task group accepts work (set by the store). Loop-atomic.
         self.running = False
         # The store's services, bound once. Immutable after __init__.
         #: Make room for n bytes by dropping clean chunks; True when they fit. Synchronous.
         self.reserve_nowait = reserve_nowait
+        #: The same for readahead: it never drops readahead nobody has read yet.
+        self.reserve_speculative = reserve_speculative
         #: Direct reclaim: write back and drop until n bytes fit; False when nothing can go.
         self.wait_for_room = wait_for_room
         #: Throttle a writer while dirty bytes exceed the hard limit.
@@ -134,8 +153,6 @@ class StoreServices:
         self.wake_flusher = wake_flusher
         #: Start a background task in the store's task group (ClosedError when not running).
         self.spawn = spawn
-        #: Await one backing request, counted and timed by operation.
-        self.backing_call = backing_call
         #: Record the duration of one write-back request (a histogram when metrics are on).
         self.observe_writeback = observe_writeback
         #: Take the inode with this id out of the table if it holds nothing. Synchronous.
@@ -193,6 +210,10 @@ class Reclaimable(Protocol):
 
         Unmapped, idle, and clean when ``clean_only``. Synchronous.
         """
+        ...
+
+    def chunk_holds_unread_readahead(self, idx: int) -> bool:
+        """Whether chunk ``idx`` holds readahead no read has used yet. Synchronous."""
         ...
 
     def drop_chunk_nowait(self, idx: int, reason: str) -> int:

@@ -9,10 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import final
 
-__all__ = ["BACKING_OPS", "EVICTION_REASONS", "Counters", "InodeStatistics", "StoreStatistics"]
+__all__ = [
+    "BACKING_DATA_OPS",
+    "BACKING_OPS",
+    "EVICTION_REASONS",
+    "Counters",
+    "InodeStatistics",
+    "StoreStatistics",
+]
 
 #: Backing operations timed by operation label.
 BACKING_OPS = ("read", "write", "set_attributes", "allocate", "sync", "get_attributes", "refresh")
+#: The backing operations that move file data, whose bytes are counted too.
+BACKING_DATA_OPS = ("read", "write")
 #: Why bytes left the cache: the budget (evictor or an allocation), an explicit shrink or evict,
 #: truncation, invalidation, a revalidation that found the file changed, or the inode being
 #: forgotten/released.
@@ -32,6 +41,7 @@ class Counters:
     """Mutable counters shared by every inode of one store (single event-loop thread)."""
 
     __slots__ = (
+        "backing_bytes",
         "backing_errors",
         "backing_requests",
         "backing_seconds",
@@ -67,6 +77,8 @@ class Counters:
         self.backing_requests: dict[str, int] = dict.fromkeys(BACKING_OPS, 0)
         self.backing_errors: dict[str, int] = dict.fromkeys(BACKING_OPS, 0)
         self.backing_seconds: dict[str, float] = dict.fromkeys(BACKING_OPS, 0.0)
+        # Bytes the backing reported moving (its return counts), by operation.
+        self.backing_bytes: dict[str, int] = dict.fromkeys(BACKING_DATA_OPS, 0)
         self.readahead_bytes = 0
         self.readahead_used_bytes = 0
         self.readahead_wasted_bytes = 0
@@ -115,3 +127,5 @@ class StoreStatistics:
     backing_requests: dict[str, int] = field(default_factory=dict)
     backing_errors: dict[str, int] = field(default_factory=dict)
     backing_seconds: dict[str, float] = field(default_factory=dict)
+    #: Bytes read from and written to the backing (its return counts), by operation.
+    backing_bytes: dict[str, int] = field(default_factory=dict)

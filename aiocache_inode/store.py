@@ -11,13 +11,13 @@ import contextlib
 import inspect
 import itertools
 import logging
-import time
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.abc
 
 from .attrs import now_ns
+from .backing.metered import metered
 from .chunks import KEY_SHIFT, split_key
 from .errors import CacheError, ClosedError, NotFoundError, WritebackError
 from .eviction import BudgetPressure, Evictor, PressureSource
@@ -153,12 +153,12 @@ class CacheStore:
             clock=clock,
             monotonic=monotonic,
             reserve_nowait=self._reserve_nowait,
+            reserve_speculative=self._reserve_speculative,
             wait_for_room=self._wait_for_room,
             balance_dirty=self._balance_dirty,
             wake_evictor=self._evictor.wake,
             wake_flusher=self._wake_flusher,
             spawn=self._spawn,
-            backing_call=self._backing_call,
             observe_writeback=self._observe_writeback,
             retire_if_idle=self._retire_id,
             released=self._released,
@@ -328,12 +328,15 @@ class CacheStore:
                     raise
                 except Exception as exc:
                     raise BackingError(f"opening the backing of {key!r} failed: {exc}") from exc
+            # The meter at the edge: the inode calls it as its backing, and every request is
+            # counted and timed into the store's counters on the way (backing/metered.py).
+            mb = metered(b, self._counters, self._observe_backing)
             try:
-                attrs: Attrs = await self._backing_call("get_attributes", b.get_attributes())
+                attrs: Attrs = await mb.get_attributes()
             except Exception as exc:
                 raise BackingError(f"reading attributes of {key!r} failed: {exc}") from exc
             inode_id = next(self._ids)
-            inode = CachingInode(self._svc, key, inode_id, b, attrs)
+            inode = CachingInode(self._svc, key, inode_id, mb, attrs)
             self._inodes[key] = inode
             self._by_id[inode_id] = inode
             if b is not backing:
@@ -342,24 +345,6 @@ class CacheStore:
         finally:
             del self._opening[key]
             done.set()
-
-    async def _backing_call(self, op: str, coro: Any) -> Any:
-        """Await one backing request, counting and timing it by operation.
-
-        Every inode's requests and the opening ``get_attributes`` go through here.
-        """
-        c = self._counters
-        c.backing_requests[op] += 1
-        t0 = time.perf_counter()
-        try:
-            return await coro
-        except Exception:
-            c.backing_errors[op] += 1
-            raise
-        finally:
-            dt = time.perf_counter() - t0
-            c.backing_seconds[op] += dt
-            self._observe_backing(op, dt)
 
     def get(self, key: Hashable) -> CachingInode:
         """The resident inode for ``key``.
@@ -497,10 +482,19 @@ class CacheStore:
         inode_id, idx = split_key(key)
         return self._by_id.get(inode_id), idx
 
-    def _reserve_nowait(self, nbytes: int) -> bool:
+    def _reserve_speculative(self, nbytes: int) -> bool:
+        """:meth:`_reserve_nowait` for readahead: unread readahead is not a victim.
+
+        One reader's next data must not be evicted to make room for another's speculation;
+        when only such data is left, readahead gets no room (and its window shrinks).
+        """
+        return self._reserve_nowait(nbytes, keep_readahead=True)
+
+    def _reserve_nowait(self, nbytes: int, *, keep_readahead: bool = False) -> bool:
         """Make room for ``nbytes`` by dropping clean, unpinned, idle chunks in policy order.
 
-        Synchronous. True when usage + nbytes fits the budget afterwards.
+        Synchronous. True when usage + nbytes fits the budget afterwards. ``keep_readahead``
+        spares chunks holding readahead no read has used yet.
         """
         limit = self._memory_limit
         pool = self._pool
@@ -508,14 +502,14 @@ class CacheStore:
             if pool.used_bytes + nbytes > self._budget.high * limit:
                 self._wake_evictor()
             return True
-        policy = self._policy
-
-        def clean(key: int) -> bool:
-            inode, idx = self._victim_inode(key)
-            return inode is not None and inode.chunk_evictable(idx, clean_only=True)
-
+        if self._take_back_appends(limit - nbytes):
+            self._wake_evictor()
+            return True
         while pool.used_bytes + nbytes > limit:
-            key = policy.pop_victim(clean)
+            # One pop_victim's worth of keys per victim: this runs synchronously on the fill
+            # path, so it bounds its work; when it finds nothing, the caller's direct reclaim
+            # (_wait_for_room) scans on, writing dirty chunks back.
+            key = self._pop_victim(clean_only=True, max_keys=_SCAN, keep_readahead=keep_readahead)
             if key is None:
                 break
             inode, idx = self._victim_inode(key)
@@ -534,24 +528,70 @@ class CacheStore:
         Checkpoint: always. Cancellation: nothing to undo.
         """
         await anyio.lowlevel.checkpoint()
-        if self._pool.used_bytes + nbytes <= self._memory_limit:
+        if self._take_back_appends(self._memory_limit - nbytes):
             return True
         # A failing write-back only means less room: the caller then bypasses the cache.
         with contextlib.suppress(CacheError):
             await self._evict_to(self._memory_limit - nbytes, "pressure", max_chunks=64)
         return self._pool.used_bytes + nbytes <= self._memory_limit
 
-    def _pop_victim(self, can_evict: Callable[[int], bool]) -> int | None:
+    def _take_back_appends(self, target: int) -> bool:
+        """Take append reservations back, oldest first, until usage <= ``target``.
+
+        A reservation is budget lent to an appender, not spent: it is given back before any
+        cached page is evicted for room, and before anyone goes over budget (a pinned fill
+        that finds no room). Returns whether usage is at most ``target`` now.
+        Synchronous. Complexity: O(r); r reservations taken back.
+        """
+        pool = self._pool
+        appends = self._svc.appends
+        while appends and pool.used_bytes > target:
+            # The give-back removes its own entry.
+            next(iter(appends.values()))()
+        return pool.used_bytes <= target
+
+    def _clean_victim(self, key: int) -> bool:
+        """Whether ``key``'s chunk can be dropped now: clean, unmapped and idle."""
+        inode, idx = self._victim_inode(key)
+        return inode is not None and inode.chunk_evictable(idx, clean_only=True)
+
+    def _clean_victim_not_readahead(self, key: int) -> bool:
+        """:meth:`_clean_victim`, sparing chunks with readahead no read has used yet."""
+        inode, idx = self._victim_inode(key)
+        return (
+            inode is not None
+            and inode.chunk_evictable(idx, clean_only=True)
+            and not inode.chunk_holds_unread_readahead(idx)
+        )
+
+    def _any_victim(self, key: int) -> bool:
+        """Whether ``key``'s chunk can be evicted, writing its dirty data back first."""
+        inode, idx = self._victim_inode(key)
+        return inode is not None and inode.chunk_evictable(idx, clean_only=False)
+
+    def _pop_victim(
+        self, *, clean_only: bool, max_keys: int | None = None, keep_readahead: bool = False
+    ) -> int | None:
         """The next victim in policy order, or None when no key can be evicted.
 
-        Scans past unevictable keys until every key was examined: a None from one
-        ``pop_victim`` only means its ``max_scan`` keys were refused (e.g. more than 64 pinned
-        chunks at the head of the queue), and the store once stopped there.
-        Synchronous. Complexity: O(s); s <= (S3FIFO_MAX_FREQ + 2) * n + 64 keys examined, since
-        a key may be passed over once per counter bit and once more on promotion.
+        The one victim scan of the store: clean reclaim (``clean_only``, :meth:`_reserve_nowait`)
+        and eviction (:meth:`_evict_to`) both take their victims here; ``keep_readahead``
+        (readahead's own reservations) also passes over chunks holding unread readahead.
+        Scans past unevictable keys, ``_SCAN`` keys per ``pop_victim`` call, until
+        ``max_keys`` were examined, by default until every key was: a None from one
+        ``pop_victim`` only means its
+        ``max_scan`` keys were refused (e.g. more than 64 pinned chunks at the head of the
+        queue), and eviction once stopped there.
+        Synchronous. Complexity: O(s); s <= max_keys, by default
+        s <= (S3FIFO_MAX_FREQ + 2) * n + 64 keys examined, since a key may be passed over once
+        per counter bit and once more on promotion.
         """
         policy = self._policy
-        budget = (S3FIFO_MAX_FREQ + 2) * len(policy) + _SCAN
+        if keep_readahead:
+            can_evict = self._clean_victim_not_readahead
+        else:
+            can_evict = self._clean_victim if clean_only else self._any_victim
+        budget = (S3FIFO_MAX_FREQ + 2) * len(policy) + _SCAN if max_keys is None else max_keys
         while budget > 0 and len(policy):
             key: int | None = policy.pop_victim(can_evict, _SCAN)
             if key is not None:
@@ -565,18 +605,15 @@ class CacheStore:
         Checkpoint: every 8 chunks, and when a dirty chunk is written back.
         Cancellation: stops between chunks; unfinished chunks stay cached (and dirty).
         """
-
-        def evictable(key: int) -> bool:
-            inode, idx = self._victim_inode(key)
-            return inode is not None and inode.chunk_evictable(idx, clean_only=False)
-
+        if self._take_back_appends(target):
+            return self._pool.used_bytes
         count = 0
         failed: list[int] = []
         try:
             while self._pool.used_bytes > target:
                 if max_chunks is not None and count >= max_chunks:
                     break
-                key = self._pop_victim(evictable)
+                key = self._pop_victim(clean_only=False)
                 if key is None:
                     break
                 count += 1
@@ -786,6 +823,7 @@ class CacheStore:
             backing_requests=dict(c.backing_requests),
             backing_errors=dict(c.backing_errors),
             backing_seconds=dict(c.backing_seconds),
+            backing_bytes=dict(c.backing_bytes),
         )
 
     def _check_invariants(self) -> None:

@@ -15,8 +15,8 @@ class Tunables:
     high_watermark: float = 0.95  # evictor wakes above this fraction of memory_limit
     low_watermark: float = 0.85  # ...and evicts down to this fraction
     pressure_poll_interval: float = 0.5  # s; how often pressure sources are polled
-    readahead_initial: int = 2 << 20  # first sequential window (bytes); sized for 20-100 ms stores
-    readahead_max: int = 8 << 20  # largest sequential window; 0 turns readahead off
+    readahead_initial: int = 2 << 20  # first window of a stream (at least 2x the read size)
+    readahead_max: int = 1 << 30  # per-reader window bound (its cap share binds first); 0 = off
     readahead_request: int = 256 << 10  # a window goes out as requests of at most this size
     readahead_cap: int = 0  # speculative bytes in flight; 0 = memory_limit // 4
     hit_yield_every: int = 64  # a run of hits checkpoints at least this often

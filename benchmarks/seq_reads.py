@@ -5,7 +5,7 @@ A 64 MiB file is fully cached; the subject reads it front to back in 1 MiB ``rea
 ``bytearray`` into the same destination with ``dst[:] = src[a:b]``: the memory traffic of the
 read with none of the cache's bookkeeping. The source is an anonymous ``mmap`` like the pool's
 arenas (same kind of pages; a heap ``bytearray`` lands wherever malloc puts it, and its placement
-alone moved the copy time by 10-20% between runs here). Target: at least 0.9x.
+alone moved the copy time by 10-20% between runs here). Target: at least 0.95x.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ async def _measure() -> list[Result]:
             "memoryview copy 1 MiB",
             base,
             unit="ns/read",
-            target=0.9,
+            target=0.95,
             higher_is_better=False,
             note=f"{gib_s:.2f} GB/s through the cache; {segments} cached range(s) after warm-up",
         )

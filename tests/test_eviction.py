@@ -14,7 +14,6 @@ import pytest
 
 from aiocache_inode import (
     PAGE_SIZE,
-    Attrs,
     BudgetPressure,
     CacheStore,
     CgroupPressure,
@@ -23,12 +22,12 @@ from aiocache_inode import (
     PsiPressure,
     WritebackError,
 )
+from aiocache_inode.backing.delegating import DelegatingBacking
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from aiocache_inode import AttrMask
     from aiocache_inode.eviction import PressureSource
 
 KiB = 1 << 10
@@ -406,20 +405,17 @@ async def test_pinned_pages_are_never_evicted(tmp_path: Path) -> None:
         await wait_until(lambda: s.usage == 0)
 
 
-class GatedBacking:
+class GatedBacking(DelegatingBacking[MemoryBacking]):
     """A MemoryBacking whose reads and writes can be held at a gate (to order tasks exactly),
     and whose writes can be made to fail."""
 
     def __init__(self, inner: MemoryBacking) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.read_gate: anyio.Event | None = None
         self.write_gate: anyio.Event | None = None
         self.read_entered = anyio.Event()
         self.write_entered = anyio.Event()
         self.fail_writes = False
-
-    async def get_attributes(self) -> Attrs:
-        return await self.inner.get_attributes()
 
     async def read_into(self, offset: int, buffers: Sequence[memoryview]) -> int:
         if self.read_gate is not None:
@@ -434,18 +430,6 @@ class GatedBacking:
         if self.fail_writes:
             raise OSError(errno.EIO, "gated failure")
         return await self.inner.write_from(offset, buffers)
-
-    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
-        await self.inner.set_attributes(mask, attrs, force_timestamps)
-
-    async def allocate(self, offset: int, length: int) -> None:
-        await self.inner.allocate(offset, length)
-
-    async def sync(self) -> None:
-        await self.inner.sync()
-
-    def fd(self) -> int:
-        return -1
 
 
 async def test_write_back_fallback_after_failed_reclaim_rescans_the_gap() -> None:

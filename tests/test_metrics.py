@@ -328,7 +328,11 @@ async def test_readahead_used_and_wasted() -> None:
         assert m("readahead_outcome_bytes_total", outcome="wasted") == 0
         await s.shrink(0)  # drops the readahead nobody read
         wasted = m("readahead_outcome_bytes_total", outcome="wasted")
-        assert used + wasted == ahead
+        # Used readahead is counted lazily (at top-ups, jumps and drops): the drop settled the
+        # reader's last run, so the count may have moved by less than one request since.
+        settled = m("readahead_outcome_bytes_total", outcome="used")
+        assert used <= settled < used + 256 * KiB
+        assert settled + wasted == ahead
         assert wasted > 0
 
 

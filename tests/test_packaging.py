@@ -7,6 +7,7 @@ against the source tree; these tests build the wheel and import every module fro
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import pkgutil
 import shutil
@@ -51,6 +52,33 @@ def source_modules() -> list[str]:
     return sorted(["aiocache_inode", *(info.name for info in found)])
 
 
+def test_discovery_finds_every_module_file() -> None:
+    # The import tests below take their list from pkgutil, which walks only packages it can
+    # import: a directory without an __init__.py would be skipped silently, with its modules.
+    files = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in PACKAGE_DIR.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert set(source_modules()) == files
+
+
+@pytest.mark.parametrize("module", source_modules())
+def test_every_module_lists_what_it_defines_in_its_all(module: str) -> None:
+    mod = importlib.import_module(module)
+    names = getattr(mod, "__all__", None)
+    assert names is not None, f"{module} has no __all__"
+    defined = {
+        name
+        for name, obj in vars(mod).items()
+        if not name.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and obj.__module__ == module
+    }
+    unlisted = defined - set(names)
+    assert not unlisted, f"{module} defines public {sorted(unlisted)} but its __all__ omits them"
+
+
 def test_the_top_level_all_is_exactly_what_the_package_exports() -> None:
     exported = aiocache_inode.__all__
     assert len(exported) == len(set(exported)), "duplicate names in __all__"
@@ -71,9 +99,7 @@ def test_the_contract_names_are_all_exported() -> None:
 @pytest.mark.parametrize("module", source_modules())
 def test_every_all_in_the_package_resolves(module: str) -> None:
     mod = importlib.import_module(module)
-    names = getattr(mod, "__all__", None)
-    if names is None:
-        return
+    names = mod.__all__
     assert len(names) == len(set(names)), f"duplicate names in {module}.__all__"
     for name in names:
         assert hasattr(mod, name), f"{module}.__all__ names {name!r}, which does not exist"

@@ -20,6 +20,7 @@ from aiocache_inode import (
     FaultInjector,
     MemoryBacking,
 )
+from aiocache_inode.backing.delegating import DelegatingBacking
 from aiocache_inode.testing.concurrent import random_program, run_program_sync
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 P = PAGE_SIZE
 
 
-class GatedBacking:
+class GatedBacking(DelegatingBacking[MemoryBacking]):
     """A MemoryBacking whose chosen requests stop at a gate until the test opens it.
 
     ``write_from`` takes the bytes when the request starts and applies them when it answers
@@ -38,7 +39,7 @@ class GatedBacking:
     """
 
     def __init__(self, data: bytes = b"") -> None:
-        self.inner = MemoryBacking(data)
+        super().__init__(MemoryBacking(data))
         self.gates: dict[str, anyio.Event] = {}
         self.started: dict[str, anyio.Event] = {}
         self.writes = 0
@@ -59,9 +60,6 @@ class GatedBacking:
     def data(self) -> bytes:
         return self.inner.data
 
-    async def get_attributes(self) -> Attrs:
-        return await self.inner.get_attributes()
-
     async def read_into(self, offset: int, buffers: Sequence[memoryview]) -> int:
         await self._pass("read")
         return await self.inner.read_into(offset, buffers)
@@ -80,15 +78,6 @@ class GatedBacking:
             return
         await self._pass("set_attributes")
         await self.inner.set_attributes(mask, attrs, force_timestamps)
-
-    async def allocate(self, offset: int, length: int) -> None:
-        await self.inner.allocate(offset, length)
-
-    async def sync(self) -> None:
-        await self.inner.sync()
-
-    def fd(self) -> int:
-        return -1
 
 
 async def test_view_write_during_writeback_is_not_lost_7_1() -> None:

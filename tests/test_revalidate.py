@@ -30,6 +30,7 @@ from aiocache_inode import (
     Revalidating,
     WritebackError,
 )
+from aiocache_inode.backing.delegating import DelegatingBacking
 from aiocache_inode.backing.s3 import ObjectChangedError, S3Object, open_client
 
 from .backing.s3_servers import Endpoint, MotoServer
@@ -50,11 +51,11 @@ def store(**kw: Any) -> CacheStore:
     return CacheStore(8 << 20, registry=CollectorRegistry(), **kw)
 
 
-class ChangingBacking:
+class ChangingBacking(DelegatingBacking[MemoryBacking]):
     """A MemoryBacking (final, so wrapped) whose contents the test replaces behind the cache."""
 
     def __init__(self, data: bytes = b"") -> None:
-        self.inner = MemoryBacking(data)
+        super().__init__(MemoryBacking(data))
         self.version = 0
         self._seen = 0
         self.refreshes = 0
@@ -99,21 +100,6 @@ class ChangingBacking:
         if error is not None:
             raise error
         return await self.inner.read_into(offset, buffers)
-
-    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
-        return await self.inner.write_from(offset, buffers)
-
-    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
-        await self.inner.set_attributes(mask, attrs, force_timestamps)
-
-    async def allocate(self, offset: int, length: int) -> None:
-        await self.inner.allocate(offset, length)
-
-    async def sync(self) -> None:
-        await self.inner.sync()
-
-    def fd(self) -> int:
-        return -1
 
 
 def old_and_new(size: int = 6 * P) -> tuple[bytes, bytes]:

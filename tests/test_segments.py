@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from hypothesis import note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -467,3 +467,19 @@ TestSegmentMapMachine = SegmentMapMachine.TestCase
 TestSegmentMapMachine.settings = _settings
 TestOffsetSegmentMapMachine = OffsetSegmentMapMachine.TestCase
 TestOffsetSegmentMapMachine.settings = _settings
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 100), st.integers(1, 20)), max_size=6),
+    st.lists(st.tuples(st.integers(0, 130), st.integers(1, 30)), min_size=1, max_size=20),
+)
+def test_intersects_agrees_with_overlapping(
+    segs: list[tuple[int, int]], queries: list[tuple[int, int]]
+) -> None:
+    m: SegmentMap[int] = SegmentMap()
+    for i, (s, length) in enumerate(segs):
+        if next(iter(m.overlapping(s, s + length)), None) is None:
+            m.insert(s, s + length, i)
+    for s, length in queries:
+        want = next(iter(m.overlapping(s, s + length)), None) is not None
+        assert m.intersects(s, s + length) == want, (list(m.segments()), s, length)

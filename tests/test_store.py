@@ -26,6 +26,7 @@ from aiocache_inode import (
     WritebackError,
 )
 from aiocache_inode.attrs import now_ns
+from aiocache_inode.backing.delegating import DelegatingBacking
 
 if TYPE_CHECKING:
     import mmap
@@ -91,37 +92,19 @@ class SyntheticBacking:
         return -1
 
 
-class SamplingBacking:
+class SamplingBacking(DelegatingBacking[MemoryBacking]):
     """Wraps a MemoryBacking and samples ``store.usage`` as every backing read starts and ends
     (the moments a fill holds its reserved pages)."""
 
     def __init__(self, inner: MemoryBacking, sample: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._sample = sample
-
-    async def get_attributes(self) -> Attrs:
-        return await self.inner.get_attributes()
 
     async def read_into(self, offset: int, buffers: Sequence[memoryview]) -> int:
         self._sample()
         n = await self.inner.read_into(offset, buffers)
         self._sample()
         return n
-
-    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
-        return await self.inner.write_from(offset, buffers)
-
-    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
-        await self.inner.set_attributes(mask, attrs, force_timestamps)
-
-    async def allocate(self, offset: int, length: int) -> None:
-        await self.inner.allocate(offset, length)
-
-    async def sync(self) -> None:
-        await self.inner.sync()
-
-    def fd(self) -> int:
-        return -1
 
 
 def mapped_resident(maps: list[mmap.mmap]) -> int:

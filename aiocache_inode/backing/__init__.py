@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import BackingFile as BackingFile
 from .base import Revalidating as Revalidating
+from .delegating import DelegatingBacking as DelegatingBacking
 from .faults import FaultInjector as FaultInjector
 from .faults import FaultStats as FaultStats
 from .local import LocalFile as LocalFile
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BackingFile",
     "BackingStats",
+    "DelegatingBacking",
     "FaultInjector",
     "FaultStats",
     "LocalFile",

@@ -248,7 +248,7 @@ class Attributes:
             async with ino._data_lock.write_locked():
                 with anyio.CancelScope(shield=True):
                     try:
-                        await ino._backing_call("allocate", ino._backing.allocate(offset, length))
+                        await ino._backing.allocate(offset, length)
                     except Exception as exc:
                         raise BackingError(f"allocate failed: {exc}") from exc
                     ino._size = max(ino._size, offset + length)
@@ -268,7 +268,7 @@ class Attributes:
             async with ino._data_lock.write_locked():
                 with anyio.CancelScope(shield=True):
                     try:
-                        changed = await ino._backing_call("refresh", backing.refresh())
+                        changed = await backing.refresh()
                     except Exception as exc:
                         raise BackingError(f"revalidation failed: {exc}") from exc
                     if not changed and not self._stale:
@@ -280,7 +280,7 @@ class Attributes:
                     tail = b""
                     failure: Exception | None = None
                     try:
-                        fresh = await ino._backing_call("get_attributes", backing.get_attributes())
+                        fresh = await backing.get_attributes()
                         tail = await self._read_kept_tail_locked(fresh.size)
                     except Exception as exc:
                         failure = exc

@@ -150,9 +150,11 @@ class InodeCore:
         "_pending_mc",
         "_pending_usage",
         "_pins",
+        "_ra_mark",
         "_ra_next",
         "_ra_trigger",
         "_ra_unused",
+        "_ra_wasted",
         "_reported_cached",
         "_reported_dirty",
         "_reported_mapped",
@@ -233,17 +235,23 @@ class InodeCore:
         # Protected by: loop atomicity (hits update them without a lock).
         self._ra_next = 0
         self._ra_trigger = MAX_OFFSET
-        # Ranges filled by readahead that no read has used yet (wasted if dropped unused).
+        # Ranges filled by readahead that no read has used yet (wasted if dropped unused), and
+        # where the current run of sequential reads began: every byte of [_ra_mark, _ra_next)
+        # has been read, and is removed from _ra_unused lazily (_ra_flush), not per read.
+        # This inode's wasted readahead bytes (its window shrinks when they grow).
         # Protected by: loop atomicity.
         self._ra_unused: SegmentMap[bool] = SegmentMap()
+        self._ra_mark = 0
+        self._ra_wasted = 0
         # The cached segment the last hit used: (file start, file end, arena view, offset of
         # the start in it). Any drop of cached pages forgets it (extents may be reused).
         # Protected by: loop atomicity.
         self._hit: tuple[int, int, memoryview, int] | None = None
         # Pool pages set aside for appends in write-back mode (offset, length): a run of 4 KiB
         # appends then takes its pages from one allocation and its cache segment grows in
-        # place. Counted in usage; given back by truncate, eviction and release. Protected by:
-        # loop atomicity (taken and given back in synchronous sections).
+        # place. Counted in usage; given back by truncate, eviction and release, and taken back
+        # by reclaim whenever room is short (svc.appends: held exactly while this is set).
+        # Protected by: loop atomicity (taken and given back in synchronous sections).
         self._append: tuple[int, int] | None = None
 
         # Byte counts last reported to the store's totals (the store sums deltas). Protected by:
@@ -381,6 +389,14 @@ class InodeCore:
             svc.policy.remove(key)
             svc.reclaiming.discard(key)
 
+    def _ra_flush(self) -> None:
+        """Count the pending sequential run ``[_ra_mark, _ra_next)`` as used readahead."""
+        mark = self._ra_mark
+        nxt = self._ra_next
+        if nxt > mark and self._ra_unused:
+            self._ra_consume(mark, nxt)
+        self._ra_mark = nxt
+
     def _ra_consume(self, start: int, end: int) -> None:
         used = self._ra_unused.remove(start, end)
         if used:
@@ -395,7 +411,9 @@ class InodeCore:
         res = self._append
         if res is not None:
             self._append = None
-            self._svc.pool.free(res[0], res[1])
+            svc = self._svc
+            del svc.appends[self._id]
+            svc.pool.free(res[0], res[1])
 
     def _gap_limit_any(self, pos: int) -> int:
         """Where the gap at ``pos`` ends: the next cached page or in-flight op (no EOF clip)."""
@@ -479,18 +497,18 @@ class InodeCore:
         Requires: _attr_lock held.
         """
         with anyio.CancelScope(shield=True):
-            await self._backing_call(
-                "set_attributes", self._backing.set_attributes(mask, attrs, force)
-            )
+            await self._backing.set_attributes(mask, attrs, force)
 
     def _count_dropped(self, start: int, end: int, freed: int, reason: str) -> None:
         counters = self._svc.counters
         counters.evicted_bytes[reason] += freed
         if self._ra_unused:
+            self._ra_flush()
             wasted = self._ra_unused.remove(start, end)
             for s, e, _ in wasted:
                 if self._cache.covered_bytes(s, e) == 0:
                     counters.readahead_wasted_bytes += e - s
+                    self._ra_wasted += e - s
                 else:
                     self._ra_unused.insert(s, e, True)
 
@@ -504,16 +522,12 @@ class InodeCore:
         return svc.reserve_nowait(nbytes) or await svc.wait_for_room(nbytes)
 
     async def _backing_read(self, offset: int, views: Sequence[memoryview]) -> int:
-        n: int = await self._backing_call("read", self._backing.read_into(offset, views))
-        return n
+        """``read_into`` of the backing (the store's meter counts it at the edge)."""
+        return await self._backing.read_into(offset, views)
 
     async def _backing_write(self, offset: int, views: Sequence[memoryview]) -> int:
-        n: int = await self._backing_call("write", self._backing.write_from(offset, views))
-        return n
-
-    async def _backing_call(self, op: str, coro: Any) -> Any:
-        """Await one backing request, counted and timed by the store."""
-        return await self._svc.backing_call(op, coro)
+        """``write_from`` of the backing (the store's meter counts it at the edge)."""
+        return await self._backing.write_from(offset, views)
 
     def _report(self) -> None:
         """Push this inode's byte-count changes into the store's totals. O(1)."""
@@ -581,6 +595,8 @@ class InodeCore:
         svc = self._svc
         have = {k for k in [*svc.policy.keys(), *svc.reclaiming] if k >> KEY_SHIFT == self._id}
         assert want == have, f"policy keys differ: missing {want - have}, extra {have - want}"
+        lent = self._id in svc.appends
+        assert lent == (self._append is not None), "append reservation not registered as lent"
         assert self._reported_cached == self._cache.total()
         assert self._reported_dirty == self._dirty.total() + self._writeback_bytes
         running = sum(

@@ -2,8 +2,13 @@
 
 A fill reserves pool pages for a page-aligned gap, records a FILL op in the in-flight table (so
 readers of the range wait on one backing read), reads into the pages with no lock held, and
-caches them in one synchronous completion. Readahead issues speculative fills beyond a
-sequential reader, never waiting for memory.
+caches them in one synchronous completion. Readahead keeps a sliding window of speculative
+fills in flight ahead of a sequential reader, never waiting for memory: the window is topped up
+each time the reader crosses the trigger (one request's worth consumed) and before a reader waits
+on data still in flight, and a completing readahead fill issues the next request itself. The
+window sizes itself to the bandwidth-delay product (measured round trip times the reader's
+consumption rate), doubles on a reader stall, halves when readahead is wasted or memory is short,
+and is bounded by the reader's fair share of the store's cap on speculative bytes in flight.
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ from ..errors import BackingError, CacheError
 from ..ranges import MAX_OFFSET, PAGE_MASK, PAGE_SIZE, page_round_down, page_round_up
 from .core import FILL, InodeCore, Op, advance_views
 
+#: The weight of the newest sample in the store's round-trip estimate (an EWMA).
+_RTT_WEIGHT = 0.25
+#: The window covers this many round trips of consumption: one to hide the latency, one of slack
+#: for the variance of request times and reader bursts.
+_BDP_FACTOR = 2.0
+
 __all__ = ["Fills"]
 
 
@@ -24,17 +35,38 @@ __all__ = ["Fills"]
 class Fills:
     """The fill, direct-read and readahead logic of one inode."""
 
-    __slots__ = ("_ino", "_reserved_end", "_window")
+    __slots__ = (
+        "_frontier",
+        "_ino",
+        "_issued_end",
+        "_sample_pos",
+        "_sample_time",
+        "_spec_inflight",
+        "_wasted_seen",
+        "_window",
+    )
 
     def __init__(self, inode: InodeCore) -> None:
         # The inode served, whose shared state (core.py) this part works on. Immutable after
         # __init__.
         self._ino = inode
         # Readahead's own state (the hot path's part of it, where a sequential reader goes next
-        # and the trigger offset, is in the core): the current window, and how far readahead
-        # has been issued. Protected by: loop atomicity.
+        # and the trigger offset, is in the core). All protected by: loop atomicity.
+        # The window: bytes kept issued ahead of the reader; 0 = no sequential stream.
         self._window = 0
-        self._reserved_end = 0
+        # How far this stream's readahead has been issued (page-aligned); reset with the stream,
+        # so a new sequential pass over an evicted file reads ahead again from where it is.
+        self._issued_end = 0
+        # Where the reader's latest read ends, counted from when it starts (a reader blocked in
+        # a read is already there): the base a landing fill tops the window up from.
+        self._frontier = 0
+        # Speculative bytes of this inode in flight (a reader with any counts for the share).
+        self._spec_inflight = 0
+        # The reader's position and the clock at the last rate sample (bandwidth-delay sizing).
+        self._sample_pos = 0
+        self._sample_time = 0.0
+        # The inode's wasted-readahead count when the window last looked (waste shrinks it).
+        self._wasted_seen = 0
 
     def after_hit(self, offset: int, end: int) -> None:
         """Policy access and readahead bookkeeping for a read served from the cache."""
@@ -43,16 +75,49 @@ class Fills:
         self.after_read(offset, end)
 
     def after_read(self, offset: int, end: int) -> None:
-        """Readahead bookkeeping after any read: used bytes, the sequential trigger."""
+        """Readahead bookkeeping after any read: the sequential trigger, or a jump.
+
+        Used readahead is counted lazily: a sequential run only extends ``[_ra_mark,
+        _ra_next)``, settled at the next top-up, jump or drop (a per-read split of the
+        unused-range map was most of a 4 KiB hit's cost).
+        """
         ino = self._ino
+        if offset == ino._ra_next:
+            ino._ra_next = end
+            if end >= ino._ra_trigger:
+                self.readahead_async(end - offset)
+        else:
+            self.jump(offset, end)
+
+    def jump(self, offset: int, end: int) -> None:
+        """A non-sequential read ``[offset, end)``: settle used readahead, end the stream."""
+        ino = self._ino
+        ino._ra_flush()
         if ino._ra_unused:
             ino._ra_consume(offset, end)
-        if offset == ino._ra_next and end >= ino._ra_trigger:
-            self.readahead_async()
-        ino._ra_next = end
+        ino._ra_next = ino._ra_mark = end
+        if self._window:
+            self.end_stream()
+
+    def end_stream(self) -> None:
+        """Forget the sequential stream: no window, no trigger, no high-water mark.
+
+        Also called when the inode closes (it gives up its share of the cap). Synchronous.
+        """
+        if self._window:
+            self._ino._svc.readahead_streams -= 1
+        self._window = 0
+        self._issued_end = 0
+        self._frontier = 0
+        self._ino._ra_trigger = MAX_OFFSET
 
     async def read_slow(self, offset: int, end: int, out: memoryview) -> int:
         """The read path for anything not a single-segment hit.
+
+        Whether the read is sequential is decided once, at its start (a read continuing where
+        the last one ended, whatever its size); a sequential reader about to wait on data still
+        in flight tops the readahead up first, so the next requests are on the wire while it
+        waits.
 
         Checkpoint: yes. Cancellation: ``out`` may hold part of the data; a fill this reader
         runs is discarded, a fill it waits for goes on.
@@ -60,6 +125,9 @@ class Fills:
         ino = self._ino
         svc = ino._svc
         counters = svc.counters
+        sequential = offset == ino._ra_next
+        # A read counts as one stall however many pieces it waits for.
+        stall = sequential and self._window > 0
         pos = offset
         missed = False
         from_cache = 0
@@ -78,9 +146,15 @@ class Fills:
             missed = True
             op = ino._op_at(pos)
             if op is not None:
+                if sequential and svc.tunables.readahead_max:
+                    # A stall: the window did not cover the round trip. Grow it and put the
+                    # next requests out before waiting, never after.
+                    self.readahead_async(end - offset, reader=end, stalled=stall)
+                    stall = False
                 await ino._wait_op(op, pos)
                 continue
-            got = await self.fill_for_read(pos, end, out, offset)
+            got = await self.fill_for_read(pos, end, out, offset, sequential, stall)
+            stall = False
             pos += got
         n = pos - offset
         if missed:
@@ -91,43 +165,43 @@ class Fills:
         # Bytes copied before the first miss came from the cache; the rest had to be fetched.
         counters.read_bytes_cache += from_cache
         counters.read_bytes_backing += n - from_cache
-        if n and missed:
-            self.after_miss(offset, pos)
-        elif n:
-            self.after_hit(offset, pos)
+        if n:
+            ino._access_chunks(offset, pos)
+            self.after_read(offset, pos)
         await anyio.lowlevel.checkpoint()
         return n
 
-    def after_miss(self, offset: int, end: int) -> None:
-        """Policy access and readahead bookkeeping for a read that missed."""
-        ino = self._ino
-        ino._access_chunks(offset, end)
-        self.after_read(offset, end)
-
-    async def fill_for_read(self, pos: int, end: int, out: memoryview, base: int) -> int:
+    async def fill_for_read(
+        self,
+        pos: int,
+        end: int,
+        out: memoryview,
+        base: int,
+        sequential: bool = False,
+        stalled: bool = False,
+    ) -> int:
         """Fill the gap at ``pos`` and wait for the part the read needs.
 
-        A sequential reader also starts readahead beyond it (asynchronously); a random one
-        fills only the pages it asked for. Returns 0 to make the caller re-scan, or the bytes
-        copied by a direct read when the pool has no room.
+        The gap goes out as parallel requests of at most ``readahead_request`` bytes (a 4 MiB
+        read is 16 requests in flight at once, not one long one); this task runs the first and
+        the rest run as background fills the read loop then waits on. A sequential reader also
+        starts or tops up readahead beyond the read (``stalled``: the first wait of a read whose
+        stream was already running); a random one fills only what it asked for.
+        Returns 0 to make the caller re-scan, or the bytes copied by a direct read when the
+        pool has no room.
 
-        Checkpoint: yes. Cancellation: the fill, once recorded, completes with nothing cached
-        (its waiters re-scan); ``out`` may hold part of a direct read.
+        Checkpoint: yes. Cancellation: the fill this task runs completes with nothing cached
+        (its waiters re-scan); the background ones go on; ``out`` may hold part of a direct read.
         """
         ino = self._ino
         svc = ino._svc
+        t = svc.tunables
         if ino._resizing is not None:
             await ino._resizing.wait()
             return 0  # re-scan under the new size
         start = page_round_down(pos)
         limit = ino._gap_limit(pos)
         req_end = min(page_round_up(end), limit)
-        sequential = pos == ino._ra_next or (
-            self._window > 0 and ino._ra_next <= pos < self._reserved_end
-        )
-        if not sequential:
-            self._window = 0
-            ino._ra_trigger = MAX_OFFSET
         need = req_end - start
         if not await ino._reserve(need):
             return await self.read_direct(pos, min(end, limit), out, base)
@@ -140,14 +214,23 @@ class Fills:
             # The wait let someone else fill here, or the size change: re-scan.
             return 0
         req_end = min(req_end, ino._gap_limit(pos))
-        op = self.start_fill(start, req_end, speculative=False)
+        request = t.readahead_request if svc.running else req_end - start
+        op = self.start_fill(start, min(req_end, start + request), speculative=False)
         if op is None:
             return await self.read_direct(pos, min(end, limit), out, base)
         try:
-            if sequential and svc.tunables.readahead_max:
-                self._reserved_end = max(self._reserved_end, req_end)
-                ino._ra_next = pos
-                self.readahead_async()
+            piece = op.end
+            while piece < req_end:
+                more = self.start_fill(piece, min(req_end, piece + request), speculative=False)
+                if more is None:
+                    break  # the pool is short: the read loop re-scans what is left
+                svc.spawn(self.run_fill, more)
+                piece = more.end
+            if sequential and t.readahead_max:
+                # A sequential read that had to go to the backing: readahead was short
+                # (``stalled``), or this is the stream's start.
+                self._issued_end = max(self._issued_end, piece)
+                self.readahead_async(end - base, reader=end, stalled=stalled)
         finally:
             # The fill is recorded: it must run (and complete) whatever happened above.
             await self.run_fill(op)
@@ -211,16 +294,23 @@ class Fills:
         if speculative:
             svc.counters.readahead_bytes += end - start
             svc.readahead_inflight += end - start
+            self._spec_inflight += end - start
         return op
 
-    def readahead_async(self) -> None:
-        """Issue the next readahead window beyond what is already requested.
+    def readahead_async(
+        self, read_len: int = 0, *, reader: int = -1, stalled: bool = False
+    ) -> None:
+        """Top the sequential window up: issue readahead up to ``window`` bytes past the reader.
 
         Synchronous: it only reserves pages and spawns background fills of at most
-        ``readahead_request`` bytes each, all in flight at once. The window starts at
-        ``readahead_initial`` and doubles each time the reader reaches the start of the last
-        window issued (Linux's PG_readahead marker), up to ``readahead_max``. It stops at EOF,
-        at the store's cap on speculative bytes in flight, and when the pool has no clean room:
+        ``readahead_request`` bytes each (each one, when it lands, issues the next request
+        itself). ``reader`` is where the reader's current read ends (default: where the last
+        one did); ``stalled`` says a reader is about to wait on (or fetch) data readahead should
+        have had in the cache. The window starts at ``readahead_initial`` (at least twice the
+        read size), grows to the bandwidth-delay product, doubles on a stall, halves when
+        readahead was wasted or the pool had no clean room, and never passes this reader's
+        fair share of ``readahead_cap`` (the cap over the inodes with readahead in flight) nor
+        ``readahead_max``. It stops at EOF, at the cap, and when the pool has no clean room:
         readahead never waits for memory and never goes over budget.
         """
         ino = self._ino
@@ -228,16 +318,84 @@ class Fills:
         t = svc.tunables
         if not t.readahead_max or not svc.running or ino._resizing is not None:
             return
+        ino._ra_flush()
+        if reader < 0:
+            reader = ino._ra_next
+        if reader >= ino._size and not self._window:
+            # The reader reached EOF after its stream ended there: nothing to issue (this call
+            # only settled the used count).
+            ino._ra_trigger = MAX_OFFSET
+            return
+        self._frontier = reader
+        now = svc.monotonic()
         window = self._window
-        window = t.readahead_initial if not window else min(window * 2, t.readahead_max)
-        self._window = window
+        if not window:
+            svc.readahead_streams += 1
+            window = max(t.readahead_initial, 2 * page_round_up(read_len))
+            self._sample_pos = reader
+            self._sample_time = now
+            self._wasted_seen = ino._ra_wasted
+        else:
+            consumed = reader - self._sample_pos
+            if consumed >= t.readahead_request:
+                # The bandwidth-delay product: what the reader consumes in one round trip.
+                elapsed = now - self._sample_time
+                rtt = svc.readahead_rtt
+                if rtt > 0:
+                    bdp = _BDP_FACTOR * rtt * consumed / elapsed if elapsed > 0 else t.readahead_cap
+                    if bdp > window:
+                        window = int(bdp)
+                self._sample_pos = reader
+                self._sample_time = now
+            if stalled:
+                window *= 2
+            if ino._ra_wasted != self._wasted_seen:
+                # Readahead was dropped before it was read: it ran too far ahead for memory.
+                self._wasted_seen = ino._ra_wasted
+                window //= 2
+        window = max(min(window, t.readahead_max, self._share()), t.readahead_request)
+        self._window = window = window & ~PAGE_MASK
         eof = page_round_up(ino._size)
-        pos = max(page_round_up(ino._ra_next), self._reserved_end)
-        first = pos
-        target = min(pos + window, eof)
-        issued = False
+        self._issued_end = max(self._issued_end, page_round_up(reader))
+        target = min(page_round_up(reader + window), eof)
+        while self._issued_end < target:
+            op = self._next_request(target)
+            if op is None:
+                break
+            svc.spawn(self._stream, op)
+        if self._issued_end >= eof:
+            # Issued to EOF: the stream is done (and gives its share back); a reader that
+            # goes on after the file grew misses and starts a new one. The trigger stays at
+            # EOF, where the read that gets there settles the used count.
+            self.end_stream()
+            ino._ra_trigger = ino._size
+        else:
+            # Top up again once the reader has consumed one more request's worth.
+            ino._ra_trigger = max(reader + 1, self._issued_end - window + t.readahead_request)
+
+    def _share(self) -> int:
+        """This stream's fair share of the store's cap: the cap over the active streams."""
+        svc = self._ino._svc
+        t = svc.tunables
+        return max(t.readahead_cap // max(svc.readahead_streams, 1), t.readahead_request)
+
+    def _next_request(self, target: int) -> Op | None:
+        """Record the next readahead fill at ``_issued_end`` (below ``target``), or None.
+
+        Skips what is cached or in flight. None when the cap or this stream's share of it, the
+        pool or EOF stops it (a memory shortage also halves the window). The pages come from
+        free room or clean data, never from readahead nobody has read yet (another stream's
+        next data). Synchronous.
+        """
+        ino = self._ino
+        svc = ino._svc
+        t = svc.tunables
+        pos = self._issued_end
+        share = self._share()
+        if pos + t.readahead_request > target and target < page_round_up(ino._size):
+            return None  # less than a request of room: wait for the reader (no small requests)
         while pos < target:
-            if svc.readahead_inflight >= t.readahead_cap:
+            if svc.readahead_inflight >= t.readahead_cap or self._spec_inflight >= share:
                 break
             if ino._cache.find(pos) is not None or ino._op_at(pos) is not None:
                 nxt = min(
@@ -248,22 +406,43 @@ class Fills:
                 pos = max(nxt, pos + PAGE_SIZE)
                 continue
             stop = min(target, ino._gap_limit(pos), pos + t.readahead_request)
-            if not svc.reserve_nowait(stop - pos):
+            if not svc.reserve_speculative(stop - pos):
+                self._window = max(self._window // 2, t.readahead_request) & ~PAGE_MASK
                 break
             op = self.start_fill(pos, stop, speculative=True)
             if op is None:
                 break
-            svc.spawn(self.run_fill, op)
-            issued = True
-            pos = stop
-        self._reserved_end = max(self._reserved_end, pos)
-        if issued or pos < target:
-            # The next window goes out when a read reaches the first page of this one (or,
-            # when the cap or the budget stopped us, retry from there).
-            ino._ra_trigger = first + PAGE_SIZE if pos > first else MAX_OFFSET
-        else:
-            # All of it was cached already: look again only once the reader gets there.
-            ino._ra_trigger = pos
+            self._issued_end = stop
+            return op
+        self._issued_end = max(self._issued_end, min(pos, target))
+        return None
+
+    async def _stream(self, op: Op) -> None:
+        """Run readahead fills one after another: each, when it lands, issues the next itself.
+
+        A completion that spawned a new task instead would only see it start after the whole
+        burst of completions, keeping the window one round trip behind. Also measures the
+        round trip (the store-wide estimate the windows size themselves with).
+
+        Checkpoint: yes. Cancellation: the current fill completes with nothing cached; no
+        further request is issued.
+        """
+        ino = self._ino
+        svc = ino._svc
+        while True:
+            began = svc.monotonic()
+            await self.run_fill(op)
+            if op.error is not None or op.invalid or ino._closed or not self._window:
+                return
+            sample = svc.monotonic() - began
+            rtt = svc.readahead_rtt
+            svc.readahead_rtt = sample if rtt <= 0 else rtt + _RTT_WEIGHT * (sample - rtt)
+            reader = max(ino._ra_next, self._frontier)
+            target = min(page_round_up(reader + self._window), page_round_up(ino._size))
+            nxt = self._next_request(target)
+            if nxt is None:
+                return
+            op = nxt
 
     async def run_fill(self, op: Op) -> None:
         """Read a FILL op's range from the backing into its reserved pages, then cache them.
@@ -340,6 +519,7 @@ class Fills:
         ino._inflight.remove(op.start, op.end)
         if op.speculative:
             svc.readahead_inflight -= op.end - op.start
+            self._spec_inflight -= op.end - op.start
         if ino._resizing is not None:
             op.invalid = True  # it may have read a backing that already shrank
         keep_end = op.start + (0 if op.invalid or ino._closed else page_round_up(done))
@@ -365,6 +545,10 @@ class Fills:
         op.extents = []
         if keep_end > op.start:
             if op.speculative:
+                if not ino._ra_unused:
+                    # Nothing was unused before: what the pending run covered cannot have
+                    # used these pages, so the lazy count starts afresh here.
+                    ino._ra_mark = ino._ra_next
                 ino._ra_unused.assign(op.start, keep_end, True)
             # Pages being filled were not evictable when the evictor last looked: wake it now
             # that they are, rather than at its next poll.

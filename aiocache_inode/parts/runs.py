@@ -154,7 +154,7 @@ class WritebackRuns:
             ino._check_open()
             await self.write_dirty_pages_and_attrs_locked()
         try:
-            await ino._backing_call("sync", ino._backing.sync())
+            await ino._backing.sync()
         except Exception as exc:
             raise BackingError(f"sync failed: {exc}") from exc
 
@@ -169,9 +169,7 @@ class WritebackRuns:
         if ino._dirty_attr:
             mask = AttrMask(ino._dirty_attr)
             try:
-                await ino._backing_call(
-                    "set_attributes", ino._backing.set_attributes(mask, ino.attrs, False)
-                )
+                await ino._backing.set_attributes(mask, ino.attrs, False)
             except Exception as exc:
                 raise BackingError(f"writing attributes {mask} failed: {exc}") from exc
             # Only what was sent is clean: a touch during the await stays dirty.

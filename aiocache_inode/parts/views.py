@@ -142,6 +142,8 @@ class View:
         if end <= self._offset:
             return []
         pr = Range(page_round_down(self._offset), page_round_up(end))
+        if not self._writable:
+            self._ops.read_starting(self._offset, end)
         await self._ops.add_mapping(self._space, pr.start, pr.end, pr.start, self._writable)
         self._pr = pr
         try:
@@ -149,6 +151,8 @@ class View:
         except BaseException:
             await self._unmap()
             raise
+        if not self._writable:
+            self._ops.read_done(self._offset, end)
         # Synchronous from here on: pin the pool pages so a truncate that drops them defers the
         # free until this view is released (the bytes stay valid memory, never reused).
         pool = inode._svc.pool
@@ -269,6 +273,22 @@ class Views:
         """The body of :meth:`CachingInode.copy_mapping`, which states the contract."""
         aligned_range(src_start, src_end)
         await self.add_mapping(space, dst_start, dst_end, offset, writable)
+
+    def read_starting(self, offset: int, end: int) -> None:
+        """A read-only view of ``[offset, end)`` is about to fill: readahead, if sequential.
+
+        Views are how a server streams a file without copying, one window after another, so
+        they read ahead as reads do: a view continuing where the last read ended tops the
+        window up before it waits (as a stall when part of it is missing). Synchronous.
+        """
+        ino = self._ino
+        if offset == ino._ra_next and ino._svc.tunables.readahead_max:
+            missing = ino._cache.first_gap_from(page_round_down(offset), page_round_up(end))
+            self._fills.readahead_async(end - offset, reader=end, stalled=missing is not None)
+
+    def read_done(self, offset: int, end: int) -> None:
+        """Readahead bookkeeping once a read-only view is pinned (as after a read)."""
+        self._fills.after_read(offset, end)
 
     async def translate(self, required: Range, optional: Range, write: bool) -> list[Translation]:
         """The body of :meth:`CachingInode.translate`, which states the contract."""

@@ -8,6 +8,9 @@
   delay, as a socket or :class:`~aiocache_inode.backing.LocalFile`'s worker thread does (and
   unlike :class:`~aiocache_inode.backing.MemoryBacking`, which does its work at the end of its
   delay). Races between a request in flight and the cache changing the same pages show up here.
+
+The first two subclass :class:`~aiocache_inode.backing.DelegatingBacking` and override only the
+calls they change, as a test's own wrapper should.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import anyio
 import anyio.lowlevel
 
 from ..attrs import AttrMask, Attrs
-from ..backing.base import Revalidating
+from ..backing.base import BackingFile, Revalidating
+from ..backing.delegating import DelegatingBacking
 from ..backing.memory import MemoryBacking
 
 if TYPE_CHECKING:
@@ -27,13 +31,11 @@ if TYPE_CHECKING:
 
     from anyio import CancelScope
 
-    from ..backing.base import BackingFile
-
 __all__ = ["CancellingBacking", "DelayedCopyBacking", "OutOfBandBacking"]
 
 
 @final
-class CancellingBacking:
+class CancellingBacking(DelegatingBacking[BackingFile]):
     """Delegates to ``inner``; once armed, cancels a scope when the n-th call of a task starts.
 
     Deterministic cancellation at a chosen point of an operation: arm it, from the task that
@@ -43,10 +45,10 @@ class CancellingBacking:
     concurrent operation) are passed on without being counted, so they cannot shift the point.
     """
 
-    __slots__ = ("_calls", "_fire_at", "_scope", "_task", "fired", "inner")
+    __slots__ = ("_calls", "_fire_at", "_scope", "_task", "fired")
 
     def __init__(self, inner: BackingFile) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._scope: CancelScope | None = None
         # The id of the armed task (anyio.get_current_task().id), or None.
         self._task: int | None = None
@@ -132,13 +134,9 @@ class CancellingBacking:
         await anyio.lowlevel.checkpoint()
         return False
 
-    def fd(self) -> int:
-        """Delegate."""
-        return self.inner.fd()
-
 
 @final
-class OutOfBandBacking:
+class OutOfBandBacking(DelegatingBacking[BackingFile]):
     """Delegates to ``inner``; :meth:`change_behind` replaces its contents as another writer would.
 
     A file that changes behind the cache, over any backing, deterministically: the change is
@@ -151,10 +149,10 @@ class OutOfBandBacking:
         version: changes made by :meth:`change_behind` so far.
     """
 
-    __slots__ = ("_seen", "inner", "refresh_error", "version")
+    __slots__ = ("_seen", "refresh_error", "version")
 
     def __init__(self, inner: BackingFile) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.version = 0
         #: Raised (once, then cleared) by the next :meth:`refresh`, before it looks: the store
         #: could not tell. Unlike a fault drawn by a FaultInjector it hits only the hook.
@@ -206,34 +204,6 @@ class OutOfBandBacking:
         changed = changed or self.version != self._seen
         self._seen = self.version
         return changed
-
-    async def get_attributes(self) -> Attrs:
-        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
-        return await self.inner.get_attributes()
-
-    async def read_into(self, offset: int, buffers: Sequence[memoryview]) -> int:
-        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
-        return await self.inner.read_into(offset, buffers)
-
-    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
-        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
-        return await self.inner.write_from(offset, buffers)
-
-    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
-        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
-        await self.inner.set_attributes(mask, attrs, force_timestamps)
-
-    async def allocate(self, offset: int, length: int) -> None:
-        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
-        await self.inner.allocate(offset, length)
-
-    async def sync(self) -> None:
-        """Delegate (Checkpoint and Cancellation: as ``inner``)."""
-        await self.inner.sync()
-
-    def fd(self) -> int:
-        """Delegate."""
-        return self.inner.fd()
 
 
 def _byte_view(buf: memoryview) -> memoryview:

@@ -83,9 +83,15 @@ __all__ = [
     "Program",
     "Report",
     "TaskSpec",
+    "Timing",
+    "VersionMap",
+    "Violation",
+    "first_bad_byte",
     "generate",
     "main",
+    "pattern",
     "programs",
+    "random_program",
     "run_program",
     "run_program_sync",
 ]
@@ -398,7 +404,7 @@ class _WriteRec:
     ended: int | None = None
 
 
-class MainModel:
+class _MainModel:
     """What ``m`` may hold: settled versions per byte, and the writes in flight.
 
     A write that is acknowledged settles its range to its version; one that failed or was
@@ -469,7 +475,7 @@ class MainModel:
                 )
 
 
-class TruncModel:
+class _TruncModel:
     """What ``t`` may hold: version 0 everywhere, and the sizes possible during each read."""
 
     def __init__(self, size: int) -> None:
@@ -594,8 +600,8 @@ class _Run:
         self.backing = backing
         self.timing = timing
         self.faulty = backing == "faults" and program.faults != (0.0, 0.0)
-        self.main = MainModel(program.main_size)
-        self.trunc = TruncModel(program.t_size)
+        self.main = _MainModel(program.main_size)
+        self.trunc = _TruncModel(program.t_size)
         self.report = Report()
         self.violations: list[str] = []
         self.log: collections.deque[str] = collections.deque(maxlen=40)

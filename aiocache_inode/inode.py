@@ -108,6 +108,16 @@ class CachingInode(InodeCore):
         return self._size
 
     @property
+    def attributes_stale(self) -> bool:
+        """Whether the backing reported a change that :meth:`revalidate` could not follow yet.
+
+        Set when the attribute read (or a kept page's tail read) after a successful refresh
+        failed; the next :meth:`revalidate` follows the change even though the backing does not
+        report it again, and clears it.
+        """
+        return self._attr_ops.stale
+
+    @property
     def cached_bytes(self) -> int:
         """Bytes of file data held in pool pages."""
         return self._cache.total()
@@ -579,7 +589,14 @@ class CachingInode(InodeCore):
         and dirty, neither overwritten by the new version nor dropped, the size stays at least
         their end, and :class:`ConflictError` names them (``write_out`` then puts them over the
         new version). A partly dirty page is kept whole: its clean bytes, from the old version,
-        become dirty too (the ranges named are page-aligned, clipped to the size).
+        become dirty too (the ranges named are page-aligned, clipped to the old size). When the
+        new version is longer, a kept last page shows the new version's bytes past the old size
+        (read from the backing, clean), not the zeros it held there.
+
+        A change is followed once: if reading the new attributes (or that tail) fails after the
+        backing reported the change, :attr:`attributes_stale` is set and the next call follows
+        the change (drops the clean pages again, reports the conflict) even though the backing
+        does not report it again.
 
         Checkpoint: always.
         Cancellation: before the backing is asked, nothing changed; from then on the
@@ -596,8 +613,10 @@ class CachingInode(InodeCore):
             ConflictError: it changed while dirty pages were cached (they are kept, unsaved).
             BackingError: the backing could not tell, or would not move to the new version
                 (S3Object holding written-back, unsynced data: ``ObjectChangedError`` is the
-                cause); nothing changed. Also when it changed but its attributes could not be
-                read: the clean pages are dropped, the cached attributes stay.
+                cause); nothing changed. Also when it changed but its new attributes (or a
+                kept page's tail) could not be read: the clean pages are dropped, the size and
+                the cached attributes stay, and :attr:`attributes_stale` is set until a
+                revalidation succeeds.
         """
         return await self._attr_ops.revalidate()
 

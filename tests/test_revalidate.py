@@ -60,6 +60,9 @@ class ChangingBacking(DelegatingBacking[MemoryBacking]):
         self._seen = 0
         self.refreshes = 0
         self.fail_refresh: Exception | None = None
+        # Raised once (then cleared) by the next get_attributes / read_into.
+        self.fail_attributes: Exception | None = None
+        self.fail_read: Exception | None = None
         self.gate: anyio.Event | None = None
         self.read_gate: anyio.Event | None = None
 
@@ -84,9 +87,18 @@ class ChangingBacking(DelegatingBacking[MemoryBacking]):
         self._seen = self.version
         return changed
 
+    async def get_attributes(self) -> Attrs:
+        error, self.fail_attributes = self.fail_attributes, None
+        if error is not None:
+            raise error
+        return await self.inner.get_attributes()
+
     async def read_into(self, offset: int, buffers: Sequence[memoryview]) -> int:
         if self.read_gate is not None:
             await self.read_gate.wait()
+        error, self.fail_read = self.fail_read, None
+        if error is not None:
+            raise error
         return await self.inner.read_into(offset, buffers)
 
 
@@ -171,24 +183,38 @@ class TestRevalidateOverMemory:
             assert b.data[4 * P : 5 * P] == b"x" * P
             assert await ino.revalidate() is False
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="inode.py: a kept page straddling the old end keeps its cached zeros past that"
-        " end, clean, over the longer new version's bytes (the dirty marking is clipped to the"
-        " old size and the clean part of the page is not dropped)",
-    )
-    async def test_the_tail_of_a_kept_page_past_the_old_end_shows_the_backing(self) -> None:
+    @pytest.mark.parametrize("new_size", [200, P + 300, 50], ids=["inside", "past", "shorter"])
+    async def test_the_tail_of_a_kept_page_past_the_old_end_shows_the_backing(
+        self, new_size: int
+    ) -> None:
+        # The page straddling the old end is kept (it holds a dirty byte), dirty only up to the
+        # old end; past it the new version's bytes are read in, clean: zeros there were no
+        # version's, and dirtying them would write zeros the user never wrote over the new ones.
         b = ChangingBacking(b"a" * 100)
         async with store(write_back=True) as s, s.open("k", b) as ino:
             await ino.write(0, b"m")
-            await b.replace_behind(b"N" * 200)
+            await b.replace_behind(b"N" * new_size)
             with pytest.raises(ConflictError) as info:
                 await ino.revalidate()
             assert info.value.ranges == [Range(0, 100)]
-            assert ino.size == 200
+            assert ino.dirty_ranges() == [Range(0, 100)]
+            assert ino.size == max(new_size, 100)
+            expect = b"m" + b"a" * 99 + b"N" * (new_size - 100)
+            assert await ino.read(0, 2 * P) == expect
+            ino._check_invariants()
             await ino.write_out()
             # Resolved: what reads show is what the backing holds.
-            assert await ino.read(0, 200) == b.data
+            assert b.data == expect
+            assert await ino.read(0, 2 * P) == b.data
+
+    async def test_a_clean_last_page_is_dropped_and_read_again(self) -> None:
+        b = ChangingBacking(b"a" * 100)
+        async with store(write_back=True) as s, s.open("k", b) as ino:
+            assert await ino.read(0, 100) == b"a" * 100
+            await b.replace_behind(b"N" * 200)
+            assert await ino.revalidate() is True
+            assert ino.cached_bytes == 0
+            assert await ino.read(0, P) == b"N" * 200
 
     async def test_conflict_past_the_new_end_keeps_the_size(self) -> None:
         b = ChangingBacking(b"a" * (3 * P))
@@ -237,6 +263,75 @@ class TestRevalidateOverMemory:
             assert s.statistics().backing_errors["refresh"] == 1
             b.fail_refresh = None
             assert await ino.revalidate() is True
+
+    async def test_a_failed_attribute_read_is_followed_by_the_next_revalidation(self) -> None:
+        old, new = old_and_new()
+        b = ChangingBacking(old)
+        async with store() as s, s.open("k", b) as ino:
+            await ino.read(0, len(old))
+            await b.replace_behind(new)
+            b.fail_attributes = OSError("attributes unreachable")
+            with pytest.raises(BackingError, match="attributes unreachable") as info:
+                await ino.revalidate()
+            assert "changed behind the cache" in str(info.value)
+            assert isinstance(info.value.__cause__, OSError)
+            # The stale pages went at once; the size waits for the attributes.
+            assert (ino.attributes_stale, ino.cached_bytes, ino.size) == (True, 0, len(old))
+            # The backing reports the change once; the inode remembers it was not followed.
+            assert await ino.revalidate() is True
+            assert not ino.attributes_stale
+            assert ino.size == ino.attrs.size == len(new)
+            assert await ino.read(0, len(old)) == new
+            assert await ino.revalidate() is False
+            ino._check_invariants()
+
+    async def test_pages_read_while_stale_are_dropped_by_the_retry(self) -> None:
+        b = ChangingBacking(b"a" * 100)
+        async with store() as s, s.open("k", b) as ino:
+            await ino.read(0, 100)
+            await b.replace_behind(b"N" * 300)
+            b.fail_attributes = OSError("attributes unreachable")
+            with pytest.raises(BackingError):
+                await ino.revalidate()
+            # On the old size: the page is filled from the new version, zeros past 100.
+            assert await ino.read(0, P) == b"N" * 100
+            assert ino.cached_bytes == P
+            assert await ino.revalidate() is True
+            assert await ino.read(0, P) == b"N" * 300
+
+    async def test_a_conflict_is_still_reported_after_a_failed_attribute_read(self) -> None:
+        old, new = old_and_new()
+        b = ChangingBacking(old)
+        async with store(write_back=True) as s, s.open("k", b) as ino:
+            await ino.read(0, len(old))
+            await ino.write(P + 10, b"mine")
+            await b.replace_behind(new)
+            b.fail_attributes = OSError("attributes unreachable")
+            with pytest.raises(BackingError, match="4096 dirty bytes kept"):
+                await ino.revalidate()
+            assert (ino.attributes_stale, ino.dirty_ranges()) == (True, [Range(P, 2 * P)])
+            with pytest.raises(ConflictError) as info:
+                await ino.revalidate()
+            assert info.value.ranges == [Range(P, 2 * P)]
+            assert not ino.attributes_stale
+            assert ino.size == len(new)
+            ino._check_invariants()
+
+    async def test_a_failed_tail_read_is_retried(self) -> None:
+        b = ChangingBacking(b"a" * 100)
+        async with store(write_back=True) as s, s.open("k", b) as ino:
+            await ino.write(0, b"m")
+            await b.replace_behind(b"N" * 200)
+            b.fail_read = OSError("read unreachable")
+            with pytest.raises(BackingError, match="read unreachable"):
+                await ino.revalidate()
+            assert (ino.attributes_stale, ino.size) == (True, 100)
+            assert await ino.read(0, P) == b"m" + b"a" * 99
+            with pytest.raises(ConflictError) as info:
+                await ino.revalidate()
+            assert info.value.ranges == [Range(0, 100)]
+            assert await ino.read(0, P) == b"m" + b"a" * 99 + b"N" * 100
+            ino._check_invariants()
 
     async def test_cancelled_once_asked_it_completes(self) -> None:
         old, new = old_and_new()
@@ -455,6 +550,7 @@ ops = st.lists(
         st.tuples(st.just("write_out")),
         st.tuples(st.just("change"), st.binary(max_size=SPAN)),
         st.tuples(st.just("revalidate")),
+        st.tuples(st.just("revalidate_attributes_fail")),
     ),
     max_size=25,
 )
@@ -562,6 +658,16 @@ async def _run_model(start: bytes, steps: list[tuple[Any, ...]]) -> None:
                 await b.replace_behind(step[1])
                 model.backing = step[1]
                 model.pending = True
+            elif kind == "revalidate_attributes_fail":
+                # The attribute read after the hook fails: a change stays to be followed.
+                b.fail_attributes = OSError("attributes unreachable")
+                if model.pending:
+                    with pytest.raises(BackingError):
+                        await ino.revalidate()
+                    assert ino.attributes_stale
+                else:
+                    assert await ino.revalidate() is False  # unchanged: never read
+                b.fail_attributes = None
             else:
                 changed, ranges = model.revalidate()
                 if ranges:

@@ -39,12 +39,22 @@ _KEPT: Final = tuple(
 class Attributes:
     """The attribute, size and revalidation operations of one inode."""
 
-    __slots__ = ("_ino",)
+    __slots__ = ("_ino", "_stale")
 
     def __init__(self, inode: InodeCore) -> None:
         # The inode served, whose shared state (core.py) this part works on, and the parts
         # it calls. Immutable after __init__.
         self._ino = inode
+        # The backing reported a change that the cache has not followed yet: the attribute
+        # read (or the kept tail's read) after it failed. The backing reports a change once,
+        # so the next revalidation follows it whatever the backing answers then.
+        # Protected by: _attr_lock (written under it, with _map_lock and the data lock).
+        self._stale = False
+
+    @property
+    def stale(self) -> bool:
+        """Whether a change the backing reported is not yet followed (see revalidate)."""
+        return self._stale
 
     async def set_permissions(self, mode: int) -> bool:
         """The body of :meth:`CachingInode.set_permissions`, which states the contract."""
@@ -261,19 +271,29 @@ class Attributes:
                         changed = await backing.refresh()
                     except Exception as exc:
                         raise BackingError(f"revalidation failed: {exc}") from exc
-                    if not changed:
+                    if not changed and not self._stale:
                         return False
+                    # The backing reports a change once: from here until the cache has
+                    # followed it, a failure must leave a mark that the next call follows.
+                    self._stale = True
                     fresh: Attrs | None = None
+                    tail = b""
                     failure: Exception | None = None
                     try:
                         fresh = await backing.get_attributes()
+                        tail = await self._read_kept_tail_locked(fresh.size)
                     except Exception as exc:
                         failure = exc
                     ino._maps.invalidate_all(False)
-                    self.follow_change_locked(fresh)
+                    self.follow_change_locked(None if failure is not None else fresh, tail)
+                    if failure is None:
+                        self._stale = False
         if failure is not None:
+            kept = f", {ino._dirty.total()} dirty bytes kept" if ino._dirty else ""
             raise BackingError(
-                f"the file changed; reading its attributes failed: {failure}"
+                "the file changed behind the cache, but reading the new version failed:"
+                f" {failure}; its clean pages are dropped{kept}, and the size and attributes"
+                " stay the old ones until a revalidation succeeds"
             ) from failure
         if ino._dirty:
             ranges = ino.dirty_ranges()
@@ -284,9 +304,44 @@ class Attributes:
             )
         return True
 
-    def follow_change_locked(self, fresh: Attrs | None) -> None:
+    async def _read_kept_tail_locked(self, new_size: int) -> bytes:
+        """The new version's bytes past the cached size in a kept last page, read from it.
+
+        A page holding dirty bytes is kept whole through a revalidation, but past the cached
+        size it holds only zeros (no version the cache followed had bytes there). When the new
+        version is longer, those bytes are its own: they are read here, to be copied in clean.
+        Nothing to read when the size is page-aligned, the new version is not longer, or the
+        last page is clean (then it is dropped whole and read again on demand). At most one
+        page; a zero count is EOF (the rest stays zero), never a loop.
+
+        Checkpoint: yes, when there is something to read.
+        Cancellation: nothing changed (the caller shields it).
+        Requires: _attr_lock and _map_lock held, _data_lock held exclusively.
+
+        Raises:
+            Exception: whatever the backing's read raises.
+        """
+        ino = self._ino
+        size = ino._size
+        last = page_round_down(size)
+        end = min(page_round_up(size), new_size)
+        if end <= size or last == size or not ino._dirty.covered_bytes(last, size):
+            return b""
+        buf = bytearray(end - size)
+        view = memoryview(buf)
+        done = 0
+        while done < len(buf):
+            got = await ino._backing_read(size + done, [view[done:]])
+            if got <= 0:
+                break
+            done += got
+        return bytes(buf)
+
+    def follow_change_locked(self, fresh: Attrs | None, tail: bytes = b"") -> None:
         """Drop the clean pages of a changed file and adopt ``fresh`` attributes (if known).
 
+        ``tail`` is what :meth:`_read_kept_tail_locked` read for ``fresh``: the new version's
+        bytes from the cached size to the end of a kept last page (or to its own end).
         Requires: _attr_lock and _map_lock held, mappings invalidated, _data_lock held
         exclusively (so no write-back is in flight: every unsaved byte is in the dirty set).
         Complexity: O(n + k); n cached segments, k dirty ones.
@@ -301,7 +356,9 @@ class Attributes:
         # bytes (from the old version) become dirty with it, so that after a write_out the
         # backing holds exactly what reads return. The rejected alternative, refilling them
         # from the new version, is I/O under the exclusive data lock for a state the caller
-        # is about to resolve anyway.
+        # is about to resolve anyway. Clipped to the old size: past it the page holds zeros
+        # that no version had, and marking them dirty would write zeros the user never wrote
+        # over the new version's bytes; ``tail`` replaces them instead (clean, see below).
         for ds, de, _keep in list(ino._dirty.segments()):
             ino._dirty.mark_dirty(page_round_down(ds), min(page_round_up(de), ino._size))
         freed = 0
@@ -315,6 +372,12 @@ class Attributes:
         if freed:
             ino._count_dropped(0, MAX_OFFSET, freed, "revalidate")
         if fresh is not None:
+            if tail:
+                # The kept last page, still cached (it holds dirty bytes): the new version's
+                # bytes past the old end, clean, where the cache held zeros.
+                found = ino._cache.pool_offset(ino._size)
+                assert found is not None, "a kept page is cached"
+                ino._svc.pool.view(found[2], len(tail))[:] = tail
             local = ino.attrs  # applies pending write times first
             keep = {name: getattr(local, name) for bit, name in _KEPT if ino._dirty_attr & bit}
             dirty_end = max((e for _s, e, _keep in ino._dirty.segments()), default=0)

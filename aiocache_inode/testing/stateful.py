@@ -38,11 +38,12 @@ wrapped in an :class:`~.backings.OutOfBandBacking`, a rule rewrites its bytes an
 writer would and then revalidates. The model: clean pages are dropped and read afresh from the
 new version, the size follows it; pages holding dirty bytes are kept whole, dirty, over the new
 version and reported in the ``ConflictError`` (never dropped, never overwritten by it), the size
-staying at least their end (one exception, see ``_zero_kept_tail``). A hook that fails changes
-nothing; a cancellation once the backing was asked leaves the revalidation completed. Injected
-errors are off during that rule: one drawn for the attribute read after a successful refresh
-leaves the inode on the old size with the change already reported, which no later revalidation
-sees again, so no model can follow it.
+staying at least their end; past the old end a kept last page shows the new version's bytes.
+A hook that fails changes nothing; a cancellation once the backing was asked leaves the
+revalidation completed. Injected errors and short reads stay on during that rule: one drawn
+for the attribute read (or a kept page's tail read) after a successful refresh leaves the inode
+on the old size with ``attributes_stale`` set, and the next revalidation (faults off) must still
+follow the change the backing reported once.
 
 Invariants checked after every step:
     1. the cached pages equal the model (and bytes past the size in the last page are zero);
@@ -479,8 +480,9 @@ def make_inode_machine(
             """What the inode must show once it followed ``new``, and the conflicting ranges.
 
             Every page holding a dirty byte is kept whole from the old view (clipped to the old
-            size) and stays dirty; everything else is the new version, zeros past its end. The
-            size is the new version's, or at least the end of the kept pages.
+            size: past it the page shows the new version) and stays dirty; everything else is
+            the new version, zeros past its end. The size is the new version's, or at least the
+            end of the kept pages.
             """
             inode = self.inode
             assert inode is not None
@@ -498,25 +500,6 @@ def make_inode_machine(
             for r in kept:
                 view[r.start : r.end] = old[r.start : r.end]
             return view, kept
-
-        def _zero_kept_tail(self, new: bytearray) -> None:
-            """Zero ``new`` past the old end within the last page, if that page is kept.
-
-            A page with dirty bytes that straddles the old end is kept whole, but the inode
-            marks it dirty only up to the old end and keeps its cached zeros past that, clean,
-            over whatever the new version holds there: after the write-out it shows zeros the
-            backing does not hold (tests/test_revalidate.py pins this as an expected failure of
-            inode.py). Until that is fixed, a change here leaves those bytes zero, as cached.
-            """
-            inode = self.inode
-            assert inode is not None
-            old_size = inode.size
-            last = page_round_down(old_size)
-            if old_size == last or not any(r.end > last for r in inode.dirty_ranges()):
-                return
-            end = min(page_round_up(old_size), len(new))
-            if end > old_size:
-                new[old_size:end] = bytes(end - old_size)
 
         def _changed_state(self) -> tuple[int, list[Range], list[Range]]:
             """What a revalidation changes: the size, the dirty and the cached ranges."""
@@ -549,10 +532,10 @@ def make_inode_machine(
             first cannot tell (the hook raises): nothing may change, and the next revalidation
             follows.
 
-            The injected error rate is held at 0 meanwhile: a fault drawn for the attribute read
-            that follows a successful refresh leaves the inode on the old size with the change
-            already reported, and no later revalidation sees it again (see the module doc);
-            the failing hook is injected by ``refresh_fails`` instead.
+            Injected faults stay on: one drawn for the hook changes nothing, one drawn for the
+            attribute or tail read after a successful hook leaves ``attributes_stale`` set; in
+            either case a second revalidation, with faults off, must follow the change (the
+            backing reports it once, so the second one follows it only if the inode remembers).
             """
             inode = self.inode
             changer = self.changer
@@ -573,22 +556,42 @@ def make_inode_machine(
                 if offset > len(backed):
                     backed.extend(bytes(offset - len(backed)))
                 backed[offset : offset + len(data)] = data
-                self._zero_kept_tail(backed)
                 new = bytes(backed)
                 self.portal.call(changer.change_behind, new)
-            error_rate = faults.error_rate
-            faults.error_rate = 0.0
-            try:
-                if refresh_fails:
-                    changer.refresh_error = OSError("store unreachable")
-                    status, value = self._run(inode.revalidate, cancel_at)
-                    note(f"revalidate with a failing hook -> {status} {value!r}")
-                    assert status == "error", (status, value)
-                    assert isinstance(value, BackingError), value
-                    assert self._changed_state() == before, "a failed revalidation changed state"
+            if refresh_fails:
+                changer.refresh_error = OSError("store unreachable")
                 status, value = self._run(inode.revalidate, cancel_at)
-            finally:
-                faults.error_rate = error_rate
+                note(f"revalidate with a failing hook -> {status} {value!r}")
+                changer.refresh_error = None  # not consumed when an injected fault came first
+                assert status == "error", (status, value)
+                assert isinstance(value, BackingError), value
+                assert not inode.attributes_stale, "the hook failed, yet a change is pending"
+                assert self._changed_state() == before, "a failed revalidation changed state"
+            status, value = self._run(inode.revalidate, cancel_at)
+            stale = inode.attributes_stale
+            if stale or status == "cancelled" or isinstance(value, BackingError):
+                # An injected fault: at the hook (nothing changed), or at the attribute or tail
+                # read after it (the change is seen, not followed, and remembered). A
+                # cancellation may also have hidden either. The next revalidation, with faults
+                # off, must follow what the backing reported, whether or not it reports it again.
+                note(f"revalidate -> {status} {value!r}, stale={stale}")
+                event(f"revalidate retried: {'stale' if stale else status}")
+                if stale:
+                    assert change, "stale without a change"
+                    assert status != "ok", (status, value)
+                    assert inode.size == before[0], "a change not followed moved the size"
+                elif status == "error":
+                    assert self._changed_state() == before, "a failed revalidation changed state"
+                saved = (faults.error_rate, faults.short_io_rate)
+                self._set_faults(0.0, 0.0)
+                try:
+                    retry = self._run(inode.revalidate, None)
+                finally:
+                    self._set_faults(*saved)
+                assert not inode.attributes_stale, "a successful revalidation left it stale"
+                # ("ok", False) after a cancelled call: that call had completed the follow.
+                if retry != ("ok", False) or status != "cancelled":
+                    status, value = retry
             note(
                 f"change_behind({change}: {len(new)} bytes, +{len(data)} at {offset})"
                 f" revalidate(cancel_at={cancel_at}) -> {status} {value!r}"

@@ -510,6 +510,45 @@ async def test_a_killed_upstream_is_a_clear_error_loses_nothing_and_recovers(
 
 
 # --------------------------------------------------------------------------------------------
+# Ceph RGW over https: which checksum setting each path to the upstream needs
+# --------------------------------------------------------------------------------------------
+
+
+async def test_ceph_over_https_needs_no_checksum_setting_in_proxy_mode(
+    request: pytest.FixtureRequest, gateways: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Proxy mode keeps botocore's default checksums, which RGW rejects over https for uploads.
+
+    An upload through botocore with them (``S3Object`` syncing, tests/backing/test_s3.py) is an
+    ``aws-chunked`` body that RGW Pacific refuses over https (``MissingContentLength``), so a
+    backing writing there needs ``request_checksum_calculation="when_required"``. The gateway
+    never uploads through botocore: it decodes the client's body and forwards it whole, signed,
+    and botocore only reads (GetObject, HeadObject). So moto, RGW over http and RGW over https
+    all work with the defaults here; this test breaks if proxy mode starts uploading through
+    botocore without the setting.
+    """
+    http, https = request.getfixturevalue("ceph_endpoints")
+    assert https is not None
+    cert = https.options["verify"]
+    monkeypatch.setenv("AWS_CA_BUNDLE", cert)  # botocore: the reads through the cache
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # httpx: the requests forwarded as they are
+    name = f"proxy-tls-{next(_buckets)}-{random.getrandbits(32):08x}"
+    http.boto3().create_bucket(Bucket=name)  # one cluster: http and https see the same bucket
+    old, new = pattern(200_000, seed=3), pattern(70_001, seed=4)
+    async with gateways(backend(https.url, name)) as (gw, clock):
+        r = await gw.request("PUT", f"/{name}/k", old)
+        assert r.status_code == 200, r.content
+        assert upstream_get(http, name, "k") == old
+        r = await gw.request("GET", f"/{name}/k")
+        assert (r.status_code, r.content, r.headers["x-cache"]) == (200, old, "MISS")
+        upstream_put(http, name, "k", new)
+        clock.now += TTL
+        r = await gw.request("GET", f"/{name}/k", headers={"range": "bytes=70000-"})
+        assert (r.status_code, r.content) == (206, new[70000:])
+        assert (await gw.request("GET", f"/{name}/k")).content == new
+
+
+# --------------------------------------------------------------------------------------------
 # The real server, with boto3 (aws-chunked uploads and all)
 # --------------------------------------------------------------------------------------------
 

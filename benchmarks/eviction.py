@@ -63,11 +63,11 @@ class _Probe:
         wait_for_room = store._wait_for_room
         evict_to = store._evict_to
 
-        def timed_reserve(nbytes: int) -> bool:
+        def timed_reserve(nbytes: int, **kw: Any) -> bool:
             self._depth += 1
             t0 = now_ns()
             try:
-                return reserve(nbytes)
+                return reserve(nbytes, **kw)
             finally:
                 self.direct_ns += now_ns() - t0
                 self._depth -= 1

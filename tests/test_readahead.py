@@ -17,12 +17,12 @@ import anyio
 from prometheus_client import CollectorRegistry
 
 from aiocache_inode import CacheStore, MemoryBacking
+from aiocache_inode.backing.delegating import DelegatingBacking
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
     from aiocache_inode import CachingInode
-    from aiocache_inode.attrs import AttrMask, Attrs
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -38,11 +38,11 @@ def store(limit: int = 64 * MiB, **kw: Any) -> CacheStore:
     return CacheStore(limit, registry=CollectorRegistry(), **kw)
 
 
-class GatedBacking:
+class GatedBacking(DelegatingBacking[MemoryBacking]):
     """A memory backing whose reads wait until the test releases them (or the gate opens)."""
 
     def __init__(self, data: bytes) -> None:
-        self.inner = MemoryBacking(data)
+        super().__init__(MemoryBacking(data))
         # Every read request as (start, end), in issue order (the tests also log their own
         # events here); the held ones and their gates.
         self.requests: list[object] = []
@@ -60,24 +60,6 @@ class GatedBacking:
             finally:
                 self.held.pop(key, None)
         return await self.inner.read_into(offset, buffers)
-
-    async def get_attributes(self) -> Attrs:
-        return await self.inner.get_attributes()
-
-    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
-        return await self.inner.write_from(offset, buffers)
-
-    async def set_attributes(self, mask: AttrMask, attrs: Attrs, force_timestamps: bool) -> None:
-        await self.inner.set_attributes(mask, attrs, force_timestamps)
-
-    async def allocate(self, offset: int, length: int) -> None:
-        await self.inner.allocate(offset, length)
-
-    async def sync(self) -> None:
-        await self.inner.sync()
-
-    def fd(self) -> int:
-        return -1
 
     def release(self, which: Callable[[tuple[int, int]], bool] = lambda _k: True) -> None:
         for key, gate in list(self.held.items()):

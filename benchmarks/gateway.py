@@ -143,16 +143,16 @@ def server(
                 proc.wait(10)
 
 
-def s3_client(endpoint: str) -> Any:
-    """A path-style boto3 client for ``endpoint`` with the benchmark's credentials."""
+def s3_client(endpoint: str, key: str = ACCESS_KEY, secret: str = SECRET_KEY) -> Any:
+    """A path-style boto3 client for ``endpoint`` (the benchmark's credentials by default)."""
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
     )

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from ._harness import MIB, Result, info_result, ratio_result, rng, run_interleaved, summarize
-from .gateway import free_port, server
+from .gateway import free_port, s3_client, server
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -181,20 +181,6 @@ def delay_process(upstream_url: str, tmp: Path) -> Iterator[str]:
 # -- clients ----------------------------------------------------------------------------------
 
 
-def _s3(endpoint: str, key: str, secret: str) -> Any:
-    import boto3  # type: ignore[import-untyped]
-    from botocore.config import Config  # type: ignore[import-untyped]
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
-    )
-
-
 class Getter:
     """GETs of one object size on presigned URLs, each on a fresh ``http.client`` connection.
 
@@ -286,9 +272,9 @@ def _measure(name: str, upstream: Any, tmp: Path) -> list[Result]:
             args = _gateway_args(port, tmp / f"gw-{name}-{kind}", backend, ttl)
             stack.enter_context(server(args, url + "/healthz", tmp, f"gw-{name}-{kind}", env))
             gateways[kind] = url
-        direct_s3 = _s3(line, ACCESS_KEY, SECRET_KEY)
-        gw_s3 = _s3(gateways["ttl"], GW_ACCESS, GW_SECRET)
-        reval_s3 = _s3(gateways["revalidate"], GW_ACCESS, GW_SECRET)
+        direct_s3 = s3_client(line, ACCESS_KEY, SECRET_KEY)
+        gw_s3 = s3_client(gateways["ttl"], GW_ACCESS, GW_SECRET)
+        reval_s3 = s3_client(gateways["revalidate"], GW_ACCESS, GW_SECRET)
         cases: dict[str, Callable[[], Awaitable[float]]] = {}
         for label, size in SIZES.items():
             tag = label.replace(" ", "")

@@ -27,6 +27,7 @@ from aiocache_inode import (
 )
 from aiocache_inode.attrs import S_ISGID, S_ISUID
 from aiocache_inode.backing.delegating import DelegatingBacking
+from aiocache_inode.parts.hostmap import HOST_CHUNK
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -607,6 +608,45 @@ class TestViews:
             assert inode.fd() == -1
             with pytest.raises(CacheError, match="host file descriptor"):
                 inode.map_internal(Range(0, P), write=False)
+
+    async def test_notify_change_fd_remaps_every_chunk_at_its_own_offset(
+        self, tmp_path: Path
+    ) -> None:
+        """After the descriptor changes, each internal mapping still shows its own 2 MiB chunk."""
+
+        class Swappable(DelegatingBacking[LocalFile]):
+            """A backing whose host descriptor can be switched to another open file."""
+
+            def __init__(self, inner: LocalFile) -> None:
+                super().__init__(inner)
+                self.current = inner
+
+            def fd(self) -> int:
+                return self.current.fd()
+
+        chunk = HOST_CHUNK
+        path = tmp_path / "c.bin"
+        path.write_bytes(b"".join(bytes([0x41 + i]) * chunk for i in range(3)))
+        first = await LocalFile.open(path)
+        second = await LocalFile.open(path)
+        try:
+            async with store() as s:
+                swappable = Swappable(first)
+                inode = await _inode(s, swappable)
+                for i in range(3):
+                    (v,) = inode.map_internal(Range(i * chunk, i * chunk + P), write=False)
+                    assert bytes(v[:1]) == bytes([0x41 + i])
+                    v.release()
+                swappable.current = second
+                await inode.notify_change_fd()
+                for i in range(3):
+                    (v,) = inode.map_internal(Range(i * chunk, i * chunk + P), write=False)
+                    assert bytes(v[:1]) == bytes([0x41 + i]), f"chunk {i} maps the wrong offset"
+                    v.release()
+                await inode.release()
+        finally:
+            await first.aclose()
+            await second.aclose()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -109,7 +109,9 @@ class HostFileMapper:
         try:
             for chunk, (mm, w) in self._maps.items():
                 prot = mmap.PROT_READ | (mmap.PROT_WRITE if w else 0)
-                new[chunk] = (mmap.mmap(fd, len(mm), mmap.MAP_SHARED, prot, offset=0), w)
+                # Each mapping covers its own chunk of the file, at the chunk's offset.
+                mapped = mmap.mmap(fd, len(mm), mmap.MAP_SHARED, prot, offset=chunk * HOST_CHUNK)
+                new[chunk] = (mapped, w)
         except OSError:
             for m, _ in new.values():
                 m.close()

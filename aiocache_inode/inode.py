@@ -252,6 +252,39 @@ class CachingInode(InodeCore):
             return n
         return await self._fills.read_slow(offset, end, mv)
 
+    def prefetch(self, offset: int, length: int) -> int:
+        """Read ``[offset, offset + length)`` ahead, for a reader about to read it in order.
+
+        ``posix_fadvise(POSIX_FADV_WILLNEED)`` for a sequential reader. For a caller that
+        knows how far it will read, such as a server answering a ranged GET: the readahead
+        window covers the whole range at once instead of growing into it over several round
+        trips. It is ordinary readahead otherwise: requests of ``readahead_request`` bytes,
+        bounded by this inode's fair share of ``readahead_cap`` (what does not fit is issued
+        as the reader consumes, the window growing as usual up to the end of the range),
+        never waiting for memory nor evicting readahead no one has read, and counted as
+        readahead (used or wasted) in the statistics. It starts a sequential stream at
+        ``offset``: a read there continues it, a read elsewhere ends it. Nothing is issued
+        past the range until a read goes beyond it. Cached and in-flight parts are skipped.
+        With readahead off (``readahead_max=0``) it does nothing.
+
+        Synchronous (no checkpoint): it reserves pages and starts background fills. A fill
+        that fails caches nothing; the read that needs those bytes asks the backing again.
+        Returns the bytes of readahead it issued now.
+
+        Raises:
+            ValueError: negative offset or length.
+            ClosedError: the inode was released.
+        """
+        if self._closed:
+            raise ClosedError("inode released")
+        if offset < 0 or length < 0:
+            raise ValueError(
+                f"prefetch needs a non-negative offset and length, not {offset}, {length}"
+            )
+        if offset + length > MAX_OFFSET:
+            raise ValueError("prefetch range passes the largest file offset")
+        return self._fills.prefetch(offset, offset + length)
+
     def read_nowait(self, offset: int, size: int) -> bytes:
         """Serve a read from the cache alone.
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import http.client
@@ -65,6 +66,8 @@ GW_ACCESS: Final = "bench-access"
 GW_SECRET: Final = "bench-secret-key"
 BUCKET: Final = "bench-proxy"
 CHUNK: Final = 1 * MIB
+#: Connections of the parallel direct download (the machine's ceiling for a cold read).
+STREAMS: Final = 8
 
 
 # -- the delay line ---------------------------------------------------------------------------
@@ -221,6 +224,60 @@ class Getter:
         return elapsed
 
 
+class ParallelGetter:
+    """A whole object as ``STREAMS`` ranged GETs at once, one thread and connection each.
+
+    The physical limit for a cold read on this machine: what a parallel downloader (the AWS
+    CLI's, s5cmd) reaches straight from the upstream, through the same delay line, with no
+    cache in the path; a cold GET through the gateway can at best match it.
+    """
+
+    def __init__(self, s3: Any, size: int) -> None:
+        parts = urllib.parse.urlsplit(s3.meta.endpoint_url)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port
+        self._buf = bytearray(size)
+        self._size = size
+        self._s3 = s3
+        self._pool = concurrent.futures.ThreadPoolExecutor(STREAMS, "bench-parallel-get")
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+    def _range(self, path: str, start: int, stop: int) -> int:
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=120)
+        try:
+            conn.request("GET", path, headers={"Range": f"bytes={start}-{stop - 1}"})
+            response = conn.getresponse()
+            view = memoryview(self._buf)[start:stop]
+            got = 0
+            while got < len(view):
+                n = response.readinto(view[got : got + CHUNK])
+                if not n:
+                    break
+                got += n
+        finally:
+            conn.close()
+        if response.status != 206 or got != stop - start:
+            raise RuntimeError(f"GET bytes={start}-{stop - 1}: HTTP {response.status}, {got}")
+        return got
+
+    def get(self, key: str) -> float:
+        """Seconds for the whole object ``key``, fetched as ``STREAMS`` parallel ranges."""
+        url = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=3600
+        )
+        parts = urllib.parse.urlsplit(url)
+        path = f"{parts.path}?{parts.query}"
+        step = -(-self._size // STREAMS)
+        bounds = [(a, min(a + step, self._size)) for a in range(0, self._size, step)]
+        t0 = time.perf_counter()
+        got = sum(self._pool.map(lambda b: self._range(path, *b), bounds))
+        elapsed = time.perf_counter() - t0
+        if got != self._size:
+            raise RuntimeError(f"GET {key}: {got} of {self._size} bytes")
+        return elapsed
+
+
 # -- the measurement --------------------------------------------------------------------------
 
 
@@ -288,6 +345,10 @@ def _measure(name: str, upstream: Any, tmp: Path) -> list[Result]:
                 return elapsed
 
             cases[f"{label} direct"] = _case(functools.partial(direct.get, f"warm-{tag}"))
+            if size > MIB:
+                parallel = ParallelGetter(direct_s3, size)
+                stack.callback(parallel.close)
+                cases[f"{label} parallel"] = _case(functools.partial(parallel.get, f"warm-{tag}"))
             cases[f"{label} cold"] = _case(cold)
             cases[f"{label} warm"] = _case(functools.partial(gw.get, f"warm-{tag}"))
             if size == MIB:
@@ -318,6 +379,26 @@ def _measure(name: str, upstream: Any, tmp: Path) -> list[Result]:
             )
             for kind in ("cold", "warm")
         )
+        if f"{label} parallel" in samples:
+            par = summarize(samples[f"{label} parallel"])
+            base_median = summarize(base).median
+            cold_median = summarize(samples[f"{label} cold"]).median
+            results.append(
+                info_result(
+                    WORKLOAD,
+                    f"{name}: {STREAMS} parallel ranged GETs {label}, direct",
+                    par,
+                    unit="s/GET",
+                    ratio=base_median / par.median,
+                    ratio_desc="direct median / subject median (time)",
+                    baseline=via,
+                    baseline_median=base_median,
+                    note=(
+                        f"the ceiling for a cold read here (no cache in the path); the cold GET "
+                        f"via the gateway reached {par.median / cold_median:.2f}x of it"
+                    ),
+                )
+            )
         if f"{label} revalidated" in samples:
             stats = summarize(samples[f"{label} revalidated"])
             base_median = summarize(base).median

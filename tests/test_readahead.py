@@ -14,9 +14,10 @@ import random
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import pytest
 from prometheus_client import CollectorRegistry
 
-from aiocache_inode import CacheStore, MemoryBacking
+from aiocache_inode import CacheStore, ClosedError, MemoryBacking
 from aiocache_inode.backing.delegating import DelegatingBacking
 
 if TYPE_CHECKING:
@@ -310,3 +311,97 @@ async def test_a_reader_reaching_eof_settles_the_used_count() -> None:
     # Everything but the last page's bytes past EOF (filled, never readable) was counted used.
     assert st.readahead_bytes - st.readahead_used_bytes == 4096 - 1000
     assert st.readahead_wasted_bytes == 0
+
+
+async def test_prefetch_puts_the_whole_range_in_flight_and_nothing_past_it() -> None:
+    """A hinted range goes out at once; reads of it are hits; nothing is read past its end."""
+    size, hint = 32 * MiB, 16 * MiB
+    data = pattern(size)
+    backing = GatedBacking(data)
+    async with (
+        store(256 * MiB, readahead_cap=64 * MiB) as s,
+        opened_at_exit(backing),
+        s.open("k", backing) as inode,
+    ):
+        assert inode.prefetch(0, hint) == hint
+        await settle()
+        assert sorted(backing.held) == [(i, i + REQ) for i in range(0, hint, REQ)]
+        backing.release()
+        await settle()
+        got = bytearray()
+        for off in range(0, hint, MiB):
+            got += await inode.read(off, MiB)
+            await settle()
+        assert got == data[:hint]
+        st = s.statistics()
+        assert (st.cache_misses, st.readahead_bytes, st.readahead_used_bytes) == (0, hint, hint)
+        assert max(k[1] for k in backing.requests) == hint  # type: ignore[index]
+        # A read going on past the range is sequential: ordinary readahead starts there.
+        backing.open = True
+        assert await inode.read(hint, MiB) == data[hint : hint + MiB]
+        await settle()
+        assert s.statistics().readahead_bytes > hint
+
+
+async def test_prefetch_keeps_to_the_cap_and_tops_up_to_the_end_of_the_range() -> None:
+    size, hint, cap = 32 * MiB, 8 * MiB, 2 * MiB
+    data = pattern(size)
+    backing = GatedBacking(data)
+    async with (
+        store(256 * MiB, readahead_cap=cap) as s,
+        opened_at_exit(backing),
+        s.open("k", backing) as inode,
+    ):
+        assert inode.prefetch(0, hint) == cap
+        await settle()
+        assert backing.held_end() == cap
+        got = bytearray()
+        for off in range(0, hint, REQ):
+            backing.release()
+            await settle()
+            got += await inode.read(off, REQ)
+            await settle()
+            assert sum(e - b for b, e in backing.held) <= cap
+        backing.release()
+        await settle()
+        assert got == data[:hint]
+        ends = [k[1] for k in backing.requests]  # type: ignore[index]
+        assert max(ends) == hint, "read past the hinted end"
+        assert s.statistics().cache_misses == 0
+
+
+async def test_a_read_elsewhere_ends_the_hinted_stream() -> None:
+    size = 32 * MiB
+    data = pattern(size)
+    backing = GatedBacking(data)
+    backing.open = True
+    async with store(256 * MiB) as s, s.open("k", backing) as inode:
+        inode.prefetch(0, 4 * MiB)
+        await settle()
+        # A jump: the hint's end no longer bounds readahead; a sequential run from 16 MiB
+        # reads ahead past 20 MiB as any stream would.
+        for off in range(16 * MiB, 20 * MiB, MiB):
+            assert await inode.read(off, MiB) == data[off : off + MiB]
+            await settle()
+        assert max(k[1] for k in backing.requests) > 20 * MiB  # type: ignore[index]
+
+
+async def test_prefetch_checks_its_arguments_and_does_nothing_with_readahead_off() -> None:
+    backing = GatedBacking(pattern(4 * MiB))
+    async with opened_at_exit(backing):
+        async with store(readahead_max=0) as s, s.open("k", backing) as inode:
+            assert inode.prefetch(0, 4 * MiB) == 0
+            await settle()
+            assert backing.requests == []
+        async with store() as s, s.open("k", backing) as inode:
+            with pytest.raises(ValueError, match="non-negative"):
+                inode.prefetch(-1, 10)
+            with pytest.raises(ValueError, match="non-negative"):
+                inode.prefetch(0, -10)
+            assert inode.prefetch(4 * MiB, MiB) == 0  # at EOF: nothing to read
+            assert inode.prefetch(0, 0) == 0
+            await settle()
+            assert backing.requests == []
+            await inode.release()
+            with pytest.raises(ClosedError):
+                inode.prefetch(0, MiB)

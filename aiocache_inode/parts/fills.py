@@ -39,6 +39,7 @@ class Fills:
         "_frontier",
         "_ino",
         "_issued_end",
+        "_limit",
         "_sample_pos",
         "_sample_time",
         "_spec_inflight",
@@ -60,6 +61,9 @@ class Fills:
         # Where the reader's latest read ends, counted from when it starts (a reader blocked in
         # a read is already there): the base a landing fill tops the window up from.
         self._frontier = 0
+        # Where a prefetch hint said the reader stops (page-aligned): the window issues nothing
+        # past it until a read goes beyond it, or a jump, ends it. MAX_OFFSET = no hint.
+        self._limit = MAX_OFFSET
         # Speculative bytes of this inode in flight (a reader with any counts for the share).
         self._spec_inflight = 0
         # The reader's position and the clock at the last rate sample (bandwidth-delay sizing).
@@ -96,6 +100,7 @@ class Fills:
         if ino._ra_unused:
             ino._ra_consume(offset, end)
         ino._ra_next = ino._ra_mark = end
+        self._limit = MAX_OFFSET
         if self._window:
             self.end_stream()
 
@@ -326,7 +331,14 @@ class Fills:
             # only settled the used count).
             ino._ra_trigger = MAX_OFFSET
             return
+        if reader == self._limit and not self._window:
+            # The reader reached the hinted end, all of it issued: only the used count to
+            # settle (done above); a read beyond the end starts a stream.
+            ino._ra_trigger = reader + 1
+            return
         self._frontier = reader
+        if reader > self._limit:
+            self._limit = MAX_OFFSET  # read past the hinted end: ordinary readahead from here
         now = svc.monotonic()
         window = self._window
         if not window:
@@ -354,24 +366,65 @@ class Fills:
                 self._wasted_seen = ino._ra_wasted
                 window //= 2
         window = max(min(window, t.readahead_max, self._share()), t.readahead_request)
-        self._window = window = window & ~PAGE_MASK
-        eof = page_round_up(ino._size)
+        self._window = window & ~PAGE_MASK
         self._issued_end = max(self._issued_end, page_round_up(reader))
-        target = min(page_round_up(reader + window), eof)
+        self._issue(reader)
+
+    def _issue(self, reader: int) -> None:
+        """Issue the window past ``reader`` (up to EOF or the hinted end), then set the trigger.
+
+        Synchronous; each request runs in a ``_stream`` task of its own.
+        """
+        ino = self._ino
+        svc = ino._svc
+        window = self._window
+        eof = page_round_up(ino._size)
+        stop = min(eof, self._limit)
+        target = min(page_round_up(reader + window), stop)
         while self._issued_end < target:
             op = self._next_request(target)
             if op is None:
                 break
             svc.spawn(self._stream, op)
-        if self._issued_end >= eof:
-            # Issued to EOF: the stream is done (and gives its share back); a reader that
-            # goes on after the file grew misses and starts a new one. The trigger stays at
-            # EOF, where the read that gets there settles the used count.
+        if self._issued_end >= stop:
+            # Issued to EOF (or the hinted end): the stream is done and gives its share back.
+            # A reader that goes on after the file grew misses and starts a new one. The
+            # trigger stays at EOF (or the hinted end), where the read that gets there settles
+            # the used count.
             self.end_stream()
-            ino._ra_trigger = ino._size
+            ino._ra_trigger = ino._size if stop >= eof else stop
         else:
             # Top up again once the reader has consumed one more request's worth.
-            ino._ra_trigger = max(reader + 1, self._issued_end - window + t.readahead_request)
+            ino._ra_trigger = max(
+                reader + 1, self._issued_end - window + svc.tunables.readahead_request
+            )
+
+    def prefetch(self, offset: int, end: int) -> int:
+        """Start a sequential stream at ``offset`` whose window covers ``[offset, end)`` at once.
+
+        The body of :meth:`CachingInode.prefetch`, which states the contract. Returns the bytes
+        of readahead issued. Synchronous.
+        """
+        ino = self._ino
+        svc = ino._svc
+        t = svc.tunables
+        end = min(end, ino._size)
+        if not t.readahead_max or not svc.running or ino._resizing is not None or offset >= end:
+            return 0
+        self.jump(offset, offset)  # a new stream from here: the old one (if any) ends
+        issued = svc.counters.readahead_bytes
+        svc.readahead_streams += 1
+        start = page_round_down(offset)
+        self._limit = page_round_up(end)
+        window = min(self._limit - start, t.readahead_max, self._share())
+        self._window = max(window, t.readahead_request) & ~PAGE_MASK
+        self._frontier = offset
+        self._sample_pos = offset
+        self._sample_time = svc.monotonic()
+        self._wasted_seen = ino._ra_wasted
+        self._issued_end = start
+        self._issue(offset)
+        return svc.counters.readahead_bytes - issued
 
     def _share(self) -> int:
         """This stream's fair share of the store's cap: the cap over the active streams."""
@@ -392,7 +445,9 @@ class Fills:
         t = svc.tunables
         pos = self._issued_end
         share = self._share()
-        if pos + t.readahead_request > target and target < page_round_up(ino._size):
+        if pos + t.readahead_request > target and target < min(
+            page_round_up(ino._size), self._limit
+        ):
             return None  # less than a request of room: wait for the reader (no small requests)
         while pos < target:
             if svc.readahead_inflight >= t.readahead_cap or self._spec_inflight >= share:
@@ -438,7 +493,9 @@ class Fills:
             rtt = svc.readahead_rtt
             svc.readahead_rtt = sample if rtt <= 0 else rtt + _RTT_WEIGHT * (sample - rtt)
             reader = max(ino._ra_next, self._frontier)
-            target = min(page_round_up(reader + self._window), page_round_up(ino._size))
+            target = min(
+                page_round_up(reader + self._window), page_round_up(ino._size), self._limit
+            )
             nxt = self._next_request(target)
             if nxt is None:
                 return

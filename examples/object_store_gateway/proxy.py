@@ -296,6 +296,11 @@ class Proxy:
                 headers.append(("x-cache", ex.cache_result))
                 first = b""
                 if not head and end > start:
+                    if ex.cache_result != "HIT":
+                        # The whole range is known to be read: its ranged GETs go out now,
+                        # several in flight, rather than readahead growing into it over
+                        # several round trips.
+                        inode.prefetch(start, end - start)
                     try:
                         first = await inode.read(start, min(end - start, _FIRST_READ))
                     except BackingError as exc:

@@ -159,7 +159,7 @@ class Op:
 
     def __repr__(self) -> str:
         parts = [f"{self.kind}"]
-        if self.kind in ("read", "vread", "write", "vwrite", "evict"):
+        if self.kind in ("read", "vread", "prefetch", "write", "vwrite", "evict"):
             parts.append(f"({'mt'[self.file]}:{self.a}+{self.n})")
         elif self.kind in ("truncate", "extend", "shrink", "write_out", "flush_pass"):
             parts.append(f"({'mt'[self.file] if self.kind == 'write_out' else self.a})")
@@ -254,7 +254,7 @@ def generate(draw: Draw, *, max_ops: int = 12) -> Program:
         for _ in range(draw(0, max_ops)):
             file = draw(0, 1)
             size = main_size if file == 0 else T_MAX
-            kind = ("read", "vread")[draw(0, 1)]
+            kind = ("read", "vread", "prefetch")[draw(0, 2)]
             a, n = _span(draw, 0, size, align=True)
             hold = _HOLDS[draw(0, len(_HOLDS) - 1)] if kind == "vread" else 0.0
             ops.append(Op(kind, file, a, n, hold=hold, **_timing(draw)))
@@ -717,6 +717,11 @@ class _Run:
             await self._vread_m(m, op, what)
         elif kind == "vread":
             await self._vread_t(t, op, what)
+        elif kind == "prefetch":
+            # Synchronous: background fills of the range start; the readers and the final
+            # comparison check what they cached.
+            (m if op.file == 0 else t).prefetch(op.a, op.n)
+            await anyio.lowlevel.checkpoint()
         elif kind == "write_out":
             await (m if op.file == 0 else t).write_out()
         elif kind == "shrink":

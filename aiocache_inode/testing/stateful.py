@@ -385,6 +385,21 @@ def make_inode_machine(
                 assert inode.dirty_bytes == 0
 
         @precondition(lambda self: self.inode is not None)
+        @rule(offset=st.integers(0, MAX_FILE), length=st.integers(0, 12 * P))
+        def prefetch(self, offset: int, length: int) -> None:
+            inode = self.inode
+            assert inode is not None
+
+            async def go() -> int:
+                return inode.prefetch(offset, length)
+
+            status, value = self._run(go, None)
+            note(f"prefetch({offset}, {length}) -> {status} {value if status == 'ok' else ''}")
+            if status == "ok":
+                # Readahead only: never more than the range (in whole pages) nor past EOF.
+                assert 0 <= value <= -(-length // P) * P + P
+
+        @precondition(lambda self: self.inode is not None)
         @rule(start=st.integers(0, MAX_FILE), length=st.integers(1, 16 * P))
         def evict(self, start: int, length: int) -> None:
             inode = self.inode

@@ -546,6 +546,21 @@ def test_config_rejects_bad_values(options: dict[str, Any], match: str) -> None:
         S3Config(**options)
 
 
+async def test_the_http_layer_follows_the_running_loop(anyio_backend: str) -> None:
+    """ "auto" takes aiohttp on asyncio (a C parser) and httpx on trio; a choice is kept."""
+    assert S3Config().resolved_http_backend() == (
+        "aiohttp" if anyio_backend == "asyncio" else "httpx"
+    )
+    assert S3Config(http_backend="httpx").resolved_http_backend() == "httpx"
+    assert S3Config(http_backend="aiohttp").resolved_http_backend() == "aiohttp"
+    session_cls = S3Config().client_config().http_session_cls
+    assert (session_cls.__module__ == "aiobotocore.httpxsession") == (anyio_backend == "trio")
+
+
+def test_the_http_layer_outside_a_loop_is_httpx() -> None:
+    assert S3Config().resolved_http_backend() == "httpx"
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [

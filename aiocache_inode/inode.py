@@ -262,10 +262,13 @@ class CachingInode(InodeCore):
         bounded by this inode's fair share of ``readahead_cap`` (what does not fit is issued
         as the reader consumes, the window growing as usual up to the end of the range),
         never waiting for memory nor evicting readahead no one has read, and counted as
-        readahead (used or wasted) in the statistics. It starts a sequential stream at
-        ``offset``: a read there continues it, a read elsewhere ends it. Nothing is issued
-        past the range until a read goes beyond it. Cached and in-flight parts are skipped.
-        With readahead off (``readahead_max=0``) it does nothing.
+        readahead (used or wasted) in the statistics. A range starting elsewhere than where
+        the last read ended starts a new sequential stream at ``offset`` (a read there
+        continues it, a read elsewhere ends it), and nothing is issued past the range until a
+        read goes beyond it. A range continuing where the last read ended (consecutive ranged
+        GETs of one object) extends the running stream instead, which reads on past the range
+        as usual. Cached and in-flight parts are skipped. With readahead off
+        (``readahead_max=0``) it does nothing.
 
         Synchronous (no checkpoint): it reserves pages and starts background fills. A fill
         that fails caches nothing; the read that needs those bytes asks the backing again.

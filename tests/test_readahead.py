@@ -405,3 +405,24 @@ async def test_prefetch_checks_its_arguments_and_does_nothing_with_readahead_off
             await inode.release()
             with pytest.raises(ClosedError):
                 inode.prefetch(0, MiB)
+
+
+async def test_consecutive_hinted_ranges_read_ahead_past_each_other() -> None:
+    """Ranged GETs of an object in order: the first range is bounded, the next ones continue
+    the stream, so readahead runs on past them and the later ranges are hits."""
+    size, part = 32 * MiB, 1 * MiB
+    data = pattern(size)
+    backing = GatedBacking(data)
+    backing.open = True
+    async with store(256 * MiB) as s, s.open("k", backing) as inode:
+        inode.prefetch(0, part)
+        assert await inode.read(0, part) == data[:part]
+        await settle()
+        assert max(k[1] for k in backing.requests) == part  # type: ignore[index]
+        for off in range(part, 8 * part, part):
+            inode.prefetch(off, part)
+            assert await inode.read(off, part) == data[off : off + part]
+            await settle()
+        assert max(k[1] for k in backing.requests) > 8 * part  # type: ignore[index]
+        misses = s.statistics().cache_misses
+        assert misses <= 2, misses  # the first two ranges wait; readahead covers the rest

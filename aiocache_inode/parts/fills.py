@@ -400,10 +400,13 @@ class Fills:
             )
 
     def prefetch(self, offset: int, end: int) -> int:
-        """Start a sequential stream at ``offset`` whose window covers ``[offset, end)`` at once.
+        """Make the sequential stream at ``offset`` cover ``[offset, end)`` at once.
 
-        The body of :meth:`CachingInode.prefetch`, which states the contract. Returns the bytes
-        of readahead issued. Synchronous.
+        A range continuing where the last read ended (a client fetching an object as
+        consecutive ranged GETs) extends that stream and leaves it unbounded, so readahead
+        runs on past the range as for any sequential reader. Any other range starts a new
+        stream bounded by the range's end. The body of :meth:`CachingInode.prefetch`, which
+        states the contract. Returns the bytes of readahead issued. Synchronous.
         """
         ino = self._ino
         svc = ino._svc
@@ -411,18 +414,27 @@ class Fills:
         end = min(end, ino._size)
         if not t.readahead_max or not svc.running or ino._resizing is not None or offset >= end:
             return 0
-        self.jump(offset, offset)  # a new stream from here: the old one (if any) ends
-        issued = svc.counters.readahead_bytes
-        svc.readahead_streams += 1
         start = page_round_down(offset)
-        self._limit = page_round_up(end)
-        window = min(self._limit - start, t.readahead_max, self._share())
+        if offset == ino._ra_next and offset > 0:
+            ino._ra_flush()
+            self._limit = MAX_OFFSET
+        else:
+            self.jump(offset, offset)  # a new stream from here: the old one (if any) ends
+            self._limit = page_round_up(end)
+        issued = svc.counters.readahead_bytes
+        if not self._window:
+            svc.readahead_streams += 1
+            self._sample_pos = offset
+            self._sample_time = svc.monotonic()
+            self._wasted_seen = ino._ra_wasted
+            self._issued_end = start
+            window = t.readahead_initial if self._limit == MAX_OFFSET else 0
+        else:
+            window = self._window
+        window = min(max(window, page_round_up(end) - start), t.readahead_max, self._share())
         self._window = max(window, t.readahead_request) & ~PAGE_MASK
-        self._frontier = offset
-        self._sample_pos = offset
-        self._sample_time = svc.monotonic()
-        self._wasted_seen = ino._ra_wasted
-        self._issued_end = start
+        self._frontier = max(self._frontier, offset)
+        self._issued_end = max(self._issued_end, start)
         self._issue(offset)
         return svc.counters.readahead_bytes - issued
 

@@ -426,3 +426,18 @@ async def test_consecutive_hinted_ranges_read_ahead_past_each_other() -> None:
         assert max(k[1] for k in backing.requests) > 8 * part  # type: ignore[index]
         misses = s.statistics().cache_misses
         assert misses <= 2, misses  # the first two ranges wait; readahead covers the rest
+
+
+async def test_a_repeated_hint_without_a_read_stays_bounded() -> None:
+    """A hint sets where a stream starts, not where a read ended: hinting the same range
+    again does not count as continuing it."""
+    backing = GatedBacking(pattern(8 * MiB))
+    async with (
+        store(readahead_initial=1 * MiB) as s,
+        opened_at_exit(backing),
+        s.open("k", backing) as inode,
+    ):
+        assert inode.prefetch(3 * KiB * 4, 100) == 4 * KiB
+        assert inode.prefetch(3 * KiB * 4, 100) == 0  # in flight already; nothing more
+        await settle()
+        assert sorted(backing.held) == [(12 * KiB, 16 * KiB)]

@@ -415,7 +415,9 @@ class Fills:
         if not t.readahead_max or not svc.running or ino._resizing is not None or offset >= end:
             return 0
         start = page_round_down(offset)
-        if offset == ino._ra_next and offset > 0:
+        # Continuing: the last read ended here, and not inside a hinted range it did not finish
+        # (which also rules out a position set by a hint alone, with no read since).
+        if offset == ino._ra_next and offset > 0 and offset >= self._limit_or_zero():
             ino._ra_flush()
             self._limit = MAX_OFFSET
         else:
@@ -437,6 +439,10 @@ class Fills:
         self._issued_end = max(self._issued_end, start)
         self._issue(offset)
         return svc.counters.readahead_bytes - issued
+
+    def _limit_or_zero(self) -> int:
+        """The hinted end, or 0 without a hint (any position is then past it)."""
+        return 0 if self._limit == MAX_OFFSET else self._limit
 
     def _share(self) -> int:
         """This stream's fair share of the store's cap: the cap over the active streams."""

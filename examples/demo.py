@@ -1,6 +1,6 @@
 """One real file through a 4 MiB page cache, narrated step by step.
 
-``make run`` runs this until the S3 gateway (``examples.object_store_gateway``) exists::
+A tour of the library's API (``make run`` runs the S3 gateway, ``examples.object_store_gateway``)::
 
     python -m examples.demo [--data-dir ./data] [--size 8MiB]
 

@@ -379,43 +379,40 @@ def _measure(name: str, upstream: Any, tmp: Path) -> list[Result]:
             )
             for kind in ("cold", "warm")
         )
+        direct_median = summarize(base).median
         if f"{label} parallel" in samples:
             par = summarize(samples[f"{label} parallel"])
-            base_median = summarize(base).median
             cold_median = summarize(samples[f"{label} cold"]).median
             results.append(
-                info_result(
-                    WORKLOAD,
+                _versus_direct(
+                    direct_median,
+                    via,
                     f"{name}: {STREAMS} parallel ranged GETs {label}, direct",
                     par,
-                    unit="s/GET",
-                    ratio=base_median / par.median,
-                    ratio_desc="direct median / subject median (time)",
-                    baseline=via,
-                    baseline_median=base_median,
-                    note=(
-                        f"the ceiling for a cold read here (no cache in the path); the cold GET "
-                        f"via the gateway reached {par.median / cold_median:.2f}x of it"
-                    ),
+                    f"the ceiling for a cold read here (no cache in the path); the cold GET "
+                    f"via the gateway reached {par.median / cold_median:.2f}x of it",
                 )
             )
         if f"{label} revalidated" in samples:
-            stats = summarize(samples[f"{label} revalidated"])
-            base_median = summarize(base).median
             results.append(
-                info_result(
-                    WORKLOAD,
+                _versus_direct(
+                    direct_median,
+                    via,
                     f"{name}: warm GET {label}, --revalidate 0",
-                    stats,
-                    unit="s/GET",
-                    ratio=base_median / stats.median,
-                    ratio_desc="direct median / subject median (time)",
-                    baseline=via,
-                    baseline_median=base_median,
-                    note="a conditional HEAD (one round trip) before every GET",
+                    summarize(samples[f"{label} revalidated"]),
+                    "a conditional HEAD (one round trip) before every GET",
                 )
             )
     return results
+
+
+def _versus_direct(direct: float, via: str, name: str, stats: Any, note: str) -> Result:
+    """An information row: ``stats`` (seconds per GET) against the direct median."""
+    return info_result(
+        WORKLOAD, name, stats, unit="s/GET", ratio=direct / stats.median,
+        ratio_desc="direct median / subject median (time)", baseline=via,
+        baseline_median=direct, note=note,
+    )  # fmt: skip
 
 
 def _upstreams(tmp: Path) -> Iterator[tuple[str, Any, Callable[[], None]]]:

@@ -441,3 +441,54 @@ async def test_a_repeated_hint_without_a_read_stays_bounded() -> None:
         assert inode.prefetch(3 * KiB * 4, 100) == 0  # in flight already; nothing more
         await settle()
         assert sorted(backing.held) == [(12 * KiB, 16 * KiB)]
+
+
+class WriteGatedBacking(GatedBacking):
+    """A gated backing whose writes can also be held, at one gate, until the test opens it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.write_gate: anyio.Event | None = None
+        self.write_entered = anyio.Event()
+
+    async def write_from(self, offset: int, buffers: Sequence[memoryview]) -> int:
+        if self.write_gate is not None:
+            self.write_entered.set()
+            await self.write_gate.wait()
+        return await self.inner.write_from(offset, buffers)
+
+
+async def test_readahead_steps_over_a_write_back_of_part_of_a_page() -> None:
+    """A write-back in flight covers a byte range (dirty bytes are byte-granular); readahead
+    stepping over it must land on the next page boundary, not on the write-back's end plus a
+    page, or the next fill starts mid-page (found by the concurrent model over local files)."""
+    page = 4 * KiB
+    data = pattern(8 * page)
+    backing = WriteGatedBacking(data)
+    backing.open = True
+    async with (
+        store(MiB, write_back=True, readahead_request=2 * page, readahead_max=8 * page) as s,
+        opened_at_exit(backing),
+        s.open("k", backing) as inode,
+    ):
+        await inode.write(0, data[: 3 * page])  # pages 0-2 cached
+        await inode.write_out()
+        await inode.write(page + 1000, b"x" * 1000)  # dirty [P+1000, P+2000), inside page 1
+        backing.write_gate = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inode.write_out)
+            await backing.write_entered.wait()  # the write-back of [P+1000, P+2000) in flight
+            try:
+                # Pages 3-7 go out as two-page requests starting at page 3.
+                assert inode.prefetch(0, 8 * page) == 5 * page
+                await settle()
+            finally:
+                backing.write_gate.set()  # the write-back is shielded: let it end whatever
+        assert sorted(k for k in backing.requests) == [
+            (3 * page, 5 * page),
+            (5 * page, 7 * page),
+            (7 * page, 8 * page),
+        ]
+        want = data[: page + 1000] + b"x" * 1000 + data[page + 2000 :]
+        assert await inode.read(0, 8 * page) == want
+        assert s.statistics().cache_misses == 0

@@ -476,7 +476,10 @@ class Fills:
                     ino._next_boundary(ino._inflight, pos),
                     target,
                 )
-                pos = max(nxt, pos + PAGE_SIZE)
+                # A write-back's bounds are byte-granular (dirty bytes are): step to the next
+                # page boundary, so the next fill starts on one (the page holding such a bound
+                # is cached, since a write-back writes only cached bytes).
+                pos = max(page_round_up(nxt), pos + PAGE_SIZE)
                 continue
             stop = min(target, ino._gap_limit(pos), pos + t.readahead_request)
             if not svc.reserve_speculative(stop - pos):

@@ -484,11 +484,12 @@ async def test_readahead_steps_over_a_write_back_of_part_of_a_page() -> None:
                 await settle()
             finally:
                 backing.write_gate.set()  # the write-back is shielded: let it end whatever
-        assert sorted(k for k in backing.requests) == [
+        assert len(backing.requests) == 3
+        assert set(backing.requests) == {
             (3 * page, 5 * page),
             (5 * page, 7 * page),
             (7 * page, 8 * page),
-        ]
+        }
         want = data[: page + 1000] + b"x" * 1000 + data[page + 2000 :]
         assert await inode.read(0, 8 * page) == want
         assert s.statistics().cache_misses == 0

@@ -93,6 +93,26 @@ def test_fill_beside_an_unaligned_write_through(backend: str) -> None:
     run_program_sync(FILL_BESIDE_WRITE_THROUGH, "delayed", backend)
 
 
+READAHEAD_OVER_PARTIAL_WRITE_BACK = _program(
+    # Pages 0-2 cached as one segment and written back; then the write-back of [P+1000, P+2000)
+    # in flight (the owner is done by then on either clock); a prefetch of the file steps over
+    # it and must start its fill at page 3, not at P+2000 plus a page (an unaligned fill, an
+    # internal assertion). What the fuzzer's seeds 7347 (trio) and 2067 (asyncio) did, made small.
+    TaskSpec(
+        "owner",
+        (Op("write", 0, 0, 3 * PAGE), Op("write_out", 0), Op("write", 0, PAGE + 1000, 1000)),
+        (0, 8 * PAGE),
+    ),
+    TaskSpec("housekeeper", (Op("write_out", 0, pause=0.025),)),
+    TaskSpec("reader", (Op("prefetch", 0, 0, 8 * PAGE, pause=0.0265),)),
+)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_readahead_over_a_partial_page_write_back(backend: str) -> None:
+    run_program_sync(READAHEAD_OVER_PARTIAL_WRITE_BACK, "delayed", backend)
+
+
 # -- the oracle's own pieces -----------------------------------------------------------------------
 
 
